@@ -1,0 +1,441 @@
+"""The outbox: messages written in the handler's transaction, delivered by one worker loop.
+
+Owns enqueueing, claiming, per-recipient budgets, digests, retries and card updates.
+It does not decide what to say; handlers do, and channels do the platform calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels.base import Budget, Delivery, Parcel
+from cards.model import CardModel
+from storage.models import Card, Member, Outgoing
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DIGEST_TITLE = "【消息汇总】您有 {n} 条新消息："
+DIGEST_LIMIT = 1800  # characters: WeCom text takes 2,048 bytes, markdown 4,096
+STALE_CLAIM = timedelta(minutes=2)
+
+
+@dataclass(slots=True)
+class Markdown:
+    text: str
+    mentions: tuple[str, ...] = ()
+
+
+Content = str | Markdown | CardModel
+
+
+def new_ref() -> str:
+    """A platform idempotency key: WeCom task_id allows [0-9a-zA-Z_-@], 128 bytes."""
+    return "sb" + uuid.uuid4().hex
+
+
+async def enqueue(
+    session: AsyncSession,
+    rt: Runtime,
+    member: Member,
+    content: Content,
+    *,
+    channel: str | None = None,
+    dedupe_key: str | None = None,
+) -> Card | None:
+    """Queue a message or card for a member; returns the Card row for a card."""
+    route = rt.route(member, prefer=channel)
+    if route is None:
+        log.warning("member %s is not reachable on any enabled channel", member.id)
+        return None
+    card = None
+    if isinstance(content, CardModel):
+        card = Card(
+            ref=new_ref(), kind=content.kind, object_id=content.object_id,
+            member_id=member.id, channel=route, body=content.to_json(),
+        )
+        session.add(card)
+        await session.flush()
+        kind, payload = "card", {}
+    elif isinstance(content, Markdown):
+        kind, payload = "markdown", {"text": content.text, "mentions": list(content.mentions)}
+    else:
+        kind, payload = "text", {"text": content}
+    session.add(Outgoing(
+        channel=route, recipient=f"member:{member.id}", kind=kind, payload=payload,
+        card_id=card.id if card else None, dedupe_key=dedupe_key or new_ref(),
+        next_at=rt.now(),
+    ))
+    return card
+
+
+async def enqueue_group(
+    session: AsyncSession, rt: Runtime, team: str | None, content: Markdown | str
+) -> bool:
+    """Queue a team-channel message on every channel the team has."""
+    queued = False
+    for name, channel in rt.channels.items():
+        if channel.group_address(team) is None:
+            continue
+        text = content.text if isinstance(content, Markdown) else content
+        mentions = list(content.mentions) if isinstance(content, Markdown) else []
+        session.add(Outgoing(
+            channel=name, recipient=f"group:{team or ''}", kind="markdown",
+            payload={"text": text, "mentions": mentions}, dedupe_key=new_ref(),
+            next_at=rt.now(),
+        ))
+        queued = True
+    return queued
+
+
+async def update_card(session: AsyncSession, rt: Runtime, card: Card, model: CardModel) -> None:
+    """Change a card in place (who did what); the outbox carries it to the platform."""
+    card.body = model.to_json()
+    card.state = "closed" if not model.buttons else "open"
+    card.updated_at = rt.now()
+    session.add(Outgoing(
+        channel=card.channel, recipient=f"member:{card.member_id}", kind="card_update",
+        payload={}, card_id=card.id, dedupe_key=new_ref(), next_at=rt.now(),
+    ))
+
+
+# ---- pure budget logic -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Plan:
+    send: list[Outgoing]
+    digest: list[Outgoing]  # texts folded into one message (sent as the first of them)
+    wait_until: datetime | None  # for the rows neither sent nor folded
+
+
+def plan_recipient(
+    rows: list[Outgoing], sent_last_minute: int, sent_last_hour: int, budget: Budget,
+    now: datetime, oldest_in_minute: datetime | None, oldest_in_hour: datetime | None,
+) -> Plan:
+    """Decide, for one recipient's due rows, what to send now within its budget.
+
+    Card updates do not count: they change a card already received. Texts beyond the
+    budget fold into one digest; cards wait for the window to free up.
+    """
+    left = _left(budget, sent_last_minute, sent_last_hour)
+    updates = [r for r in rows if r.kind == "card_update"]
+    fresh = [r for r in rows if r.kind != "card_update"]
+    if left is None or len(fresh) <= left:
+        return Plan(send=updates + fresh, digest=[], wait_until=None)
+    texts = [r for r in fresh if r.kind in ("text", "markdown")]
+    cards = [r for r in fresh if r.kind == "card"]
+    send: list[Outgoing] = list(updates)
+    digest: list[Outgoing] = []
+    if left > 0 and len(texts) > 1:
+        digest, left = texts, left - 1
+    elif left > 0 and texts:
+        send.append(texts[0])
+        left -= 1
+    send.extend(cards[:left])
+    waiting = len(cards) > left or (left == 0 and texts and not digest)
+    wait_until = None
+    if waiting:
+        wait_until = _window_frees(budget, sent_last_minute, sent_last_hour, now,
+                                   oldest_in_minute, oldest_in_hour)
+    return Plan(send=send, digest=digest, wait_until=wait_until)
+
+
+def _left(budget: Budget, minute: int, hour: int) -> int | None:
+    limits = []
+    if budget.per_minute is not None:
+        limits.append(budget.per_minute - minute)
+    if budget.per_hour is not None:
+        limits.append(budget.per_hour - hour)
+    return max(0, min(limits)) if limits else None
+
+
+def _window_frees(
+    budget: Budget, minute: int, hour: int, now: datetime,
+    oldest_minute: datetime | None, oldest_hour: datetime | None,
+) -> datetime:
+    if budget.per_hour is not None and hour >= budget.per_hour and oldest_hour:
+        return oldest_hour + timedelta(hours=1, seconds=1)
+    if oldest_minute:
+        return max(now + timedelta(seconds=1), oldest_minute + timedelta(minutes=1, seconds=1))
+    return now + timedelta(seconds=5)
+
+
+def digest_text(rows: list[Outgoing]) -> str:
+    lines = [DIGEST_TITLE.format(n=len(rows))]
+    for number, row in enumerate(rows, start=1):
+        text = str(row.payload.get("text", "")).strip().replace("\n", " ")
+        line = f"{number}. {text}"
+        if sum(len(x) + 1 for x in lines) + len(line) > DIGEST_LIMIT:
+            lines.append(f"……另有 {len(rows) - number + 1} 条，请发送 /我的线索 查看")
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def backoff(attempts: int, retry_after: float | None) -> float:
+    base = min(300.0, 2.0 ** attempts)
+    return max(retry_after or 0.0, base) * random.uniform(1.0, 1.25)
+
+
+# ---- the worker ---------------------------------------------------------------------
+
+
+class OutboxWorker:
+    """Claims due rows, plans each recipient's budget, delivers through the channels."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight = asyncio.Semaphore(8)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox-worker")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        poll = self.rt.settings.outbox.poll_seconds
+        while True:
+            try:
+                worked = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox pass failed")
+                worked = 0
+            if worked:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """One pass: claim due rows, deliver them; returns how many rows were handled."""
+        rows = await self._claim()
+        if not rows:
+            return 0
+        by_recipient: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
+        for row in rows:
+            by_recipient[(row.channel, row.recipient)].append(row)
+        counts = await self._recent_counts(list(by_recipient))
+        await asyncio.gather(*(
+            self._deliver_recipient(key, group, counts.get(key))
+            for key, group in by_recipient.items()
+        ))
+        return len(rows)
+
+    async def _claim(self) -> list[Outgoing]:
+        rt = self.rt
+        now = rt.now()
+        async with rt.sessions() as session, session.begin():
+            await session.execute(
+                update(Outgoing)
+                .where(Outgoing.state == "sending", Outgoing.claimed_at < now - STALE_CLAIM)
+                .values(state="pending")
+            )
+            query = (
+                select(Outgoing)
+                .where(Outgoing.state == "pending", Outgoing.next_at <= now)
+                .order_by(Outgoing.id)
+                .limit(rt.settings.outbox.batch)
+            )
+            if not rt.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows = list((await session.scalars(query)).all())
+            if rows:
+                await session.execute(
+                    update(Outgoing)
+                    .where(Outgoing.id.in_([r.id for r in rows]))
+                    .values(state="sending", claimed_at=now)
+                )
+        return rows
+
+    async def _recent_counts(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, datetime | None, datetime | None]]:
+        now = self.rt.now()
+        minute, hour = now - timedelta(minutes=1), now - timedelta(hours=1)
+        recipients = [r for _, r in keys]
+        async with self.rt.sessions() as session:
+            result = await session.execute(
+                select(
+                    Outgoing.channel, Outgoing.recipient,
+                    func.count().filter(Outgoing.sent_at > minute),
+                    func.count(),
+                    func.min(Outgoing.sent_at).filter(Outgoing.sent_at > minute),
+                    func.min(Outgoing.sent_at),
+                )
+                .where(
+                    Outgoing.recipient.in_(recipients),
+                    Outgoing.sent_at > hour,
+                    Outgoing.kind != "card_update",
+                    Outgoing.state == "sent",
+                )
+                .group_by(Outgoing.channel, Outgoing.recipient)
+            )
+            return {(c, r): (m, h, om, oh) for c, r, m, h, om, oh in result.all()}
+
+    async def _deliver_recipient(
+        self, key: tuple[str, str], rows: list[Outgoing],
+        counts: tuple[int, int, datetime | None, datetime | None] | None,
+    ) -> None:
+        channel = self.rt.channels.get(key[0])
+        now = self.rt.now()
+        if channel is None:
+            await self._finish(rows, Delivery.retry(f"channel {key[0]} is not enabled", 60))
+            return
+        is_group = key[1].startswith("group:")
+        budget = channel.group_budget if is_group else channel.budget
+        minute, hour, oldest_minute, oldest_hour = counts or (0, 0, None, None)
+        plan = plan_recipient(rows, minute, hour, budget, now, oldest_minute, oldest_hour)
+        handled = {id(r) for r in plan.send} | {id(r) for r in plan.digest}
+        waiting = [r for r in rows if id(r) not in handled]
+        if waiting:
+            await self._postpone(waiting, plan.wait_until or now + timedelta(seconds=5))
+        if plan.digest:
+            first, rest = plan.digest[0], plan.digest[1:]
+            first.kind, first.payload = "text", {"text": digest_text(plan.digest)}
+            await self._fold(first, rest)
+            plan.send.insert(0, first)
+        for row in sorted(plan.send, key=lambda r: r.id):
+            async with self._inflight:
+                delivery = await self._deliver_one(channel, row, is_group)
+            await self._finish([row], delivery)
+
+    async def _deliver_one(self, channel: Any, row: Outgoing, is_group: bool) -> Delivery:
+        try:
+            parcel = await self._parcel(channel, row, is_group)
+            if parcel is None:
+                return Delivery.failed("recipient has no address on this channel")
+            return await channel.deliver(parcel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a channel bug must not stall the outbox
+            log.exception("delivery of outbox row %s raised", row.id)
+            return Delivery.retry(f"{type(exc).__name__}: {exc}", 10)
+
+    async def _parcel(self, channel: Any, row: Outgoing, is_group: bool) -> Parcel | None:
+        async with self.rt.sessions() as session:
+            card = await session.get(Card, row.card_id) if row.card_id else None
+            if is_group:
+                address = channel.group_address(row.recipient.removeprefix("group:") or None)
+            elif row.recipient.startswith("stranger:"):
+                # Someone not on the roster: answered at the platform id they wrote from.
+                address = row.recipient.removeprefix("stranger:")
+            else:
+                member = await session.get(Member, int(row.recipient.removeprefix("member:")))
+                address = channel.address_of(member) if member else None
+        if address is None:
+            return None
+        return Parcel(
+            outbox_id=row.id, kind=row.kind, address=address, is_group=is_group,
+            payload=row.payload, dedupe_key=card.ref if card else row.dedupe_key,
+            card=CardModel.from_json(card.body) if card else None,
+            card_ref=card.ref if card else None,
+            response_code=card.response_code if card else None,
+            mentions=list(row.payload.get("mentions") or []),
+        )
+
+    async def _fold(self, first: Outgoing, rest: list[Outgoing]) -> None:
+        async with self.rt.sessions() as session, session.begin():
+            await session.execute(
+                update(Outgoing).where(Outgoing.id == first.id)
+                .values(kind=first.kind, payload=first.payload)
+            )
+            if rest:
+                await session.execute(
+                    update(Outgoing).where(Outgoing.id.in_([r.id for r in rest]))
+                    .values(state="folded", last_error=f"folded into #{first.id}")
+                )
+        self.rt.metrics.outbox_folded.inc(len(rest))
+
+    async def _postpone(self, rows: list[Outgoing], until: datetime) -> None:
+        async with self.rt.sessions() as session, session.begin():
+            await session.execute(
+                update(Outgoing).where(Outgoing.id.in_([r.id for r in rows]))
+                .values(state="pending", next_at=until)
+            )
+
+    async def _finish(self, rows: list[Outgoing], delivery: Delivery) -> None:
+        rt = self.rt
+        now = rt.now()
+        async with rt.sessions() as session, session.begin():
+            for row in rows:
+                if delivery.ok:
+                    await self._on_sent(session, row, delivery, now)
+                elif delivery.retry_after is not None and row.attempts + 1 < (
+                    rt.settings.outbox.max_attempts
+                ):
+                    wait = backoff(row.attempts, delivery.retry_after)
+                    await session.execute(
+                        update(Outgoing).where(Outgoing.id == row.id).values(
+                            state="pending", attempts=Outgoing.attempts + 1,
+                            next_at=now + timedelta(seconds=wait), last_error=delivery.error,
+                        )
+                    )
+                    log.warning("outbox row %s retry in %.0fs: %s", row.id, wait, delivery.error)
+                else:
+                    await session.execute(
+                        update(Outgoing).where(Outgoing.id == row.id).values(
+                            state="failed", attempts=Outgoing.attempts + 1,
+                            last_error=delivery.error,
+                        )
+                    )
+                    rt.metrics.outbox_failed.labels(row.channel).inc()
+                    log.error("outbox row %s failed for good: %s", row.id, delivery.error)
+
+    async def _on_sent(
+        self, session: AsyncSession, row: Outgoing, delivery: Delivery, now: datetime
+    ) -> None:
+        await session.execute(
+            update(Outgoing).where(Outgoing.id == row.id).values(
+                state="sent", sent_at=now, attempts=Outgoing.attempts + 1,
+                last_error=("refused: " + ",".join(delivery.refused)) if delivery.refused
+                else None,
+            )
+        )
+        self.rt.metrics.outbox_sent.labels(row.channel, row.kind).inc()
+        if row.card_id is None:
+            return
+        values: dict[str, Any] = {}
+        if row.kind == "card":
+            values = {"delivered_at": now, "response_code": delivery.response_code}
+        elif row.kind == "card_update":
+            values = {"response_code": None}  # a WeCom response code works once
+        await session.execute(
+            update(Card).where(Card.id == row.card_id).values(**values)
+        )
+
+
+async def outbox_depth(session: AsyncSession) -> dict[str, int]:
+    result = await session.execute(
+        select(Outgoing.state, func.count())
+        .where(Outgoing.state.in_(("pending", "sending", "failed")))
+        .group_by(Outgoing.state)
+    )
+    return {state: count for state, count in result.all()}

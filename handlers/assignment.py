@@ -1,0 +1,308 @@
+"""Offering leads to reps: choosing the rep, the lead card, re-routing, the queue.
+
+Owns the lead's assignment life (new → assigned → accepted, re-routes, the manager's
+decision after too many). The round-robin chooser is the engine's fallback later.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.context import audit
+from bot.outbox import enqueue, update_card
+from cards.model import Button, CardField, CardModel
+from handlers.availability import RepState, is_available, round_robin
+from storage.models import Assignment, Card, Lead, LeadStatusChange, Member
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = ("assigned", "accepted")
+
+URGENCY = {"high": "高", "medium": "中", "low": "低"}
+
+T_CARD_TITLE = "新线索 #{id}"
+T_WHY_ROUND_ROBIN = "轮流分配：您在岗、可接单，当前未跟进线索 {open} 条"
+T_WHY_TRANSFER = "{name} 转给您"
+T_WHY_MANAGER = "经理 {name} 指派给您"
+T_ACCEPT, T_DECLINE, T_TRANSFER = "接受", "拒绝", "转给同事"
+T_REROUTED_MANAGER = "线索 #{id}（{company}）{rep}{what}，已转给 {next}。"
+T_REROUTED_QUEUED = "线索 #{id}（{company}）{rep}{what}，暂无可接单的销售，已进入待分配队列。"
+T_WHAT_DECLINED = "拒绝了（原因：{reason}）"
+T_WHAT_EXPIRED = "在 {minutes} 个工作分钟内未接受"
+T_REASSIGN_TITLE = "线索 #{id} 需要您指派"
+T_REASSIGN_DESC = "已改派 {n} 次仍无人接受，请指派给一位销售。"
+T_REASSIGN_BUTTON = "指派销售"
+T_EXPIRED_STATUS = "已超时未接受，线索已转出"
+T_WITHDRAWN_STATUS = "线索已改派，此卡片失效"
+
+
+async def rep_states(
+    session: AsyncSession, rt: Runtime, *, member_ids: list[int] | None = None
+) -> tuple[list[RepState], dict[int, Member]]:
+    """Every rep (or the given members) with loads counted from the leads themselves."""
+    query = select(Member).where(Member.role == "rep", Member.status != "left")
+    if member_ids is not None:
+        query = select(Member).where(Member.id.in_(member_ids))
+    members = {m.id: m for m in (await session.scalars(query)).all()}
+    counts = dict((await session.execute(
+        select(Lead.assignee_id, func.count())
+        .where(Lead.status.in_(OPEN_STATUSES), Lead.assignee_id.in_(list(members)))
+        .group_by(Lead.assignee_id)
+    )).all())
+    default_cap = rt.settings.leads.max_open_leads
+    states = [
+        RepState(
+            member_id=m.id, role=m.role, status=m.status, duty=m.duty, duty_at=m.duty_at,
+            leave_until=m.leave_until, reachable=rt.route(m) is not None,
+            open_leads=counts.get(m.id, 0),
+            cap=m.max_open_leads if m.max_open_leads is not None else default_cap,
+        )
+        for m in members.values()
+    ]
+    return states, members
+
+
+async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> list[RepState]:
+    states, _ = await rep_states(session, rt)
+    hours, zone = rt.settings.leads.hours, rt.settings.zone
+    return [s for s in states if is_available(s, now, hours, zone)]
+
+
+async def _last_offers(session: AsyncSession, member_ids: list[int]) -> dict[int, datetime]:
+    rows = await session.execute(
+        select(Assignment.member_id, func.max(Assignment.offered_at))
+        .where(Assignment.member_id.in_(member_ids)).group_by(Assignment.member_id)
+    )
+    return {member_id: at for member_id, at in rows.all()}
+
+
+async def _declined_by(session: AsyncSession, lead_id: int) -> set[int]:
+    rows = await session.scalars(
+        select(Assignment.member_id)
+        .where(Assignment.lead_id == lead_id, Assignment.state.in_(("declined", "expired")))
+    )
+    return set(rows.all())
+
+
+def set_status(
+    session: AsyncSession, lead: Lead, status: str, now: datetime,
+    actor: Member | None = None, reason: str | None = None,
+) -> None:
+    if lead.status == status:
+        return
+    session.add(LeadStatusChange(
+        lead_id=lead.id, from_status=lead.status, to_status=status,
+        actor_id=actor.id if actor else None, reason=reason, at=now,
+    ))
+    lead.status = status
+    lead.updated_at = now
+
+
+def lead_fields(lead: Lead, rt: Runtime) -> list[CardField]:
+    industries, sources = rt.settings.leads.industries, rt.settings.leads.sources
+    tags = " / ".join(t for t in (
+        industries.get(lead.industry or "", lead.industry or ""),
+        URGENCY.get(lead.urgency or "", ""),
+        sources.get(lead.source or "", lead.source or ""),
+    ) if t)
+    fields = [
+        CardField("公司", lead.company),
+        CardField("联系人", lead.contact),
+        CardField("电话", lead.phone or "未填"),
+    ]
+    if tags:
+        fields.append(CardField("行业/紧急/来源", tags))
+    if lead.note:
+        fields.append(CardField("备注", lead.note[:60]))
+    return fields
+
+
+def lead_card(lead: Lead, rt: Runtime, why: str) -> CardModel:
+    return CardModel(
+        title=T_CARD_TITLE.format(id=lead.id), kind="lead", object_id=lead.id,
+        description=why, fields=lead_fields(lead, rt),
+        buttons=[
+            Button(T_ACCEPT, f"accept:{lead.id}", "primary"),
+            Button(T_DECLINE, f"decline:{lead.id}", "danger"),
+            Button(T_TRANSFER, f"transfer:{lead.id}"),
+        ],
+    )
+
+
+async def offer(
+    session: AsyncSession, rt: Runtime, lead: Lead, rep: Member, now: datetime, *,
+    method: str, why: str, actor: Member | None = None,
+) -> Assignment:
+    """Offer the lead to this rep: the assignment, the status and the card, together."""
+    assignment = Assignment(lead_id=lead.id, member_id=rep.id, method=method, why=why,
+                            offered_at=now)
+    session.add(assignment)
+    lead.assignee_id = rep.id
+    lead.assigned_at = now
+    set_status(session, lead, "assigned", now, actor, why)
+    card = await enqueue(session, rt, rep, lead_card(lead, rt, why))
+    await session.flush()
+    assignment.card_id = card.id if card else None
+    audit(session, actor, "lead.offer", "lead", lead.id, None,
+          {"rep": rep.name, "method": method}, now)
+    rt.metrics.assignments.labels(method).inc()
+    return assignment
+
+
+async def route_lead(
+    session: AsyncSession, rt: Runtime, lead: Lead, now: datetime, *,
+    exclude: set[int] | None = None,
+) -> Member | None:
+    """Offer the lead to the next available rep by round-robin, or leave it queued."""
+    states = await available_reps(session, rt, now)
+    skip = (exclude or set()) | await _declined_by(session, lead.id)
+    last = await _last_offers(session, [s.member_id for s in states])
+    chosen = round_robin(states, last, skip)
+    if chosen is None:
+        lead.assignee_id = None
+        set_status(session, lead, "new", now, None, "暂无可接单的销售")
+        return None
+    rep = await session.get(Member, chosen.member_id)
+    assert rep is not None
+    await offer(session, rt, lead, rep, now, method="round_robin",
+                why=T_WHY_ROUND_ROBIN.format(open=chosen.open_leads))
+    return rep
+
+
+async def current_offer(session: AsyncSession, lead: Lead) -> Assignment | None:
+    return await session.scalar(
+        select(Assignment)
+        .where(Assignment.lead_id == lead.id, Assignment.state == "offered")
+        .order_by(Assignment.id.desc()).limit(1)
+    )
+
+
+async def close_offer_card(
+    session: AsyncSession, rt: Runtime, assignment: Assignment, status: str
+) -> None:
+    if assignment.card_id is None:
+        return
+    card = await session.get(Card, assignment.card_id)
+    if card is None or card.state == "closed":
+        return
+    await update_card(session, rt, card, CardModel.from_json(card.body).closed(status))
+
+
+async def manager_of(session: AsyncSession, member: Member) -> list[Member]:
+    """The member's manager, or the admins when there is none."""
+    if member.manager_id:
+        manager = await session.get(Member, member.manager_id)
+        if manager is not None and manager.status != "left":
+            return [manager]
+    return list((await session.scalars(
+        select(Member).where(Member.role == "admin", Member.status != "left")
+    )).all())
+
+
+async def reroute(
+    session: AsyncSession, rt: Runtime, lead: Lead, previous: Member, now: datetime,
+    what: str,
+) -> Member | None:
+    """After a decline or an expired offer: the next rep, the manager told; after too many
+    re-routes the lead waits and the manager gets a card to decide."""
+    lead.reroutes += 1
+    managers = await manager_of(session, previous)
+    if lead.reroutes >= rt.settings.leads.max_reroutes:
+        lead.assignee_id = None
+        set_status(session, lead, "new", now, None, f"已改派 {lead.reroutes} 次，待经理指派")
+        for manager in managers:
+            await enqueue(session, rt, manager, reassign_card(lead, rt))
+        return None
+    rep = await route_lead(session, rt, lead, now)
+    template = T_REROUTED_MANAGER if rep else T_REROUTED_QUEUED
+    text = template.format(id=lead.id, company=lead.company, rep=previous.name, what=what,
+                           next=rep.name if rep else "")
+    for manager in managers:
+        await enqueue(session, rt, manager, text)
+    return rep
+
+
+def reassign_card(lead: Lead, rt: Runtime) -> CardModel:
+    return CardModel(
+        title=T_REASSIGN_TITLE.format(id=lead.id), kind="reassign", object_id=lead.id,
+        description=T_REASSIGN_DESC.format(n=lead.reroutes), fields=lead_fields(lead, rt),
+        buttons=[Button(T_REASSIGN_BUTTON, f"reassign:{lead.id}", "primary")],
+    )
+
+
+async def drain_queue(rt: Runtime, limit: int = 200) -> int:
+    """Offer queued leads (oldest first) while reps are available; returns how many."""
+    now = rt.now()
+    offered = 0
+    async with rt.sessions() as session, session.begin():
+        queued = (await session.scalars(
+            select(Lead)
+            .where(Lead.status == "new", Lead.assignee_id.is_(None),
+                   Lead.reroutes < rt.settings.leads.max_reroutes)
+            .order_by(Lead.id).limit(limit)
+        )).all()
+        for lead in queued:
+            if await route_lead(session, rt, lead, now) is None:
+                break
+            offered += 1
+    if offered:
+        rt.outbox.wake()
+    return offered
+
+
+async def expire_offers(rt: Runtime) -> int:
+    """Re-route offers not accepted within the accept window (working minutes from the
+    card's delivery)."""
+    from scheduler.calendar import add_working_minutes
+
+    now = rt.now()
+    settings = rt.settings.leads
+    expired = 0
+    async with rt.sessions() as session, session.begin():
+        rows = (await session.execute(
+            select(Assignment, Card.delivered_at)
+            .join(Card, Card.id == Assignment.card_id)
+            .where(Assignment.state == "offered", Card.delivered_at.is_not(None))
+            .order_by(Assignment.id)
+        )).all()
+        for assignment, delivered_at in rows:
+            deadline = add_working_minutes(delivered_at, settings.accept_minutes,
+                                           settings.hours, rt.settings.zone)
+            if deadline > now:
+                continue
+            lead = await session.get(Lead, assignment.lead_id)
+            rep = await session.get(Member, assignment.member_id)
+            if lead is None or rep is None or lead.assignee_id != rep.id:
+                assignment.state = "withdrawn"
+                continue
+            assignment.state, assignment.decided_at = "expired", now
+            await close_offer_card(session, rt, assignment, T_EXPIRED_STATUS)
+            audit(session, None, "lead.expire", "lead", lead.id, {"rep": rep.name}, None, now)
+            await reroute(session, rt, lead, rep, now,
+                          T_WHAT_EXPIRED.format(minutes=settings.accept_minutes))
+            expired += 1
+    if expired:
+        rt.outbox.wake()
+    return expired
+
+
+async def withdraw_offers(session: AsyncSession, rt: Runtime, lead: Lead) -> None:
+    """Close any open offer of the lead (it is being reassigned by hand)."""
+    offers = (await session.scalars(
+        select(Assignment).where(Assignment.lead_id == lead.id, Assignment.state == "offered")
+    )).all()
+    for assignment in offers:
+        assignment.state = "withdrawn"
+        await close_offer_card(session, rt, assignment, T_WITHDRAWN_STATUS)
+    await session.execute(
+        update(Assignment).where(Assignment.lead_id == lead.id, Assignment.state == "offered")
+        .values(state="withdrawn")
+    )

@@ -1,0 +1,91 @@
+"""Chinese phone numbers: normalising mobiles and landlines, and masking them for display.
+
+Pure functions. A mobile becomes 11 digits (13800000000); a landline its area code and
+number (075512345678), with an extension after a dash (075512345678-801).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+_EXTENSION = re.compile(r"\s*(?:转|ext\.?|x|#|分机)\s*(\d{1,6})\s*$", re.IGNORECASE)
+_ALLOWED = re.compile(r"^[\d\s\-()+.]+$")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+# Area codes: 010 and 02x are three digits, the rest four (0755, 0571, …).
+_LANDLINE = re.compile(r"^0(?:10|2\d|[3-9]\d{2})\d{7,8}$")
+
+
+class PhoneError(ValueError):
+    """The value is not a Chinese mobile or landline number; the message says why."""
+
+
+@dataclass(slots=True, frozen=True)
+class Phone:
+    number: str  # 13800000000 or 075512345678
+    kind: str  # mobile | landline
+    extension: str | None = None
+
+    @property
+    def stored(self) -> str:
+        return f"{self.number}-{self.extension}" if self.extension else self.number
+
+
+def parse_phone(raw: str) -> Phone:
+    """Parse what people type: +86, 0086, spaces, dashes, brackets, full-width digits."""
+    text = unicodedata.normalize("NFKC", str(raw)).strip()
+    if not text:
+        raise PhoneError("号码为空")
+    if re.fullmatch(r"\d(?:\.\d+)?[eE]\+?\d+", text):
+        raise PhoneError("号码已被Excel科学计数法截断")
+    extension = None
+    match = _EXTENSION.search(text)
+    if match:
+        extension, text = match.group(1), text[: match.start()]
+    if text.endswith(".0") and text[:-2].isdigit():
+        text = text[:-2]  # a number cell read as a float: 13800000000.0
+    if not _ALLOWED.match(text):
+        raise PhoneError("号码含有无法识别的字符")
+    digits = re.sub(r"\D", "", text)
+    international = False
+    if digits.startswith("0086"):
+        digits, international = digits[4:], True
+    elif digits.startswith("86") and len(digits) >= 12:
+        digits, international = digits[2:], True
+    if international and not digits.startswith(("0", "1")):
+        digits = "0" + digits  # +86 755 12345678: the trunk 0 is dropped abroad
+    if _MOBILE.match(digits):
+        if extension:
+            raise PhoneError("手机号不能带分机号")
+        return Phone(digits, "mobile")
+    if _LANDLINE.match(digits):
+        return Phone(digits, "landline", extension)
+    if digits.startswith("1") and len(digits) != 11:
+        raise PhoneError(f"手机号应为11位，这里是{len(digits)}位")
+    raise PhoneError("不是有效的手机号或带区号的座机号")
+
+
+def normalize_phone(raw: str) -> str:
+    return parse_phone(raw).stored
+
+
+def mask_phone(number: str | None) -> str:
+    """138****5678 for a mobile; 0755****5678 for a landline (extension dropped)."""
+    if not number:
+        return ""
+    base = number.split("-", 1)[0]
+    if len(base) == 11 and base.startswith("1"):
+        return f"{base[:3]}****{base[-4:]}"
+    if len(base) >= 8:
+        area = 3 if base.startswith(("010", "02")) else 4
+        return f"{base[:area]}****{base[-4:]}"
+    return "****"
+
+
+_PHONE_IN_TEXT = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+
+
+def mask_phones_in(text: str) -> str:
+    """Mask every mobile number inside free text (for logs and group messages)."""
+    return _PHONE_IN_TEXT.sub(r"\1****\3", text)

@@ -1,0 +1,136 @@
+"""Engine, sessions and migrations: SQLite (WAL, one writer) or PostgreSQL (asyncpg).
+
+Owns connecting and upgrading the database; it knows nothing of leads or members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+    # We issue BEGIN ourselves (below), so that every transaction takes the write lock
+    # up front: a deferred one that later writes fails at once when another process
+    # wrote in between, where BEGIN IMMEDIATE waits for busy_timeout instead.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    ensure_sqlite_dir(url)
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    else:
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return engine
+
+
+class Sessions:
+    """Opens sessions; on SQLite one at a time per process, since SQLite has one writer.
+
+    Waiting on an asyncio lock costs nothing, where SQLite's own busy handler sleeps up
+    to 100 ms between tries. A session must not be opened while the same task holds one.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.factory = async_sessionmaker(engine, expire_on_commit=False)
+        self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._holder: asyncio.Task[object] | None = None
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncSession]:
+        if self._lock is None:
+            async with self.factory() as session:
+                yield session
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
+            raise RuntimeError("nested database session in one task (SQLite would deadlock)")
+        async with self._lock:
+            self._holder = task
+            try:
+                async with self.factory() as session:
+                    yield session
+            finally:
+                self._holder = None
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the migrations (blocking: call it before the loop starts, or in a thread)."""
+    ensure_sqlite_dir(url)
+    command.upgrade(alembic_config(url), revision)
+
+
+async def upgrade_async(url: str) -> None:
+    await asyncio.to_thread(upgrade, url)
+
+
+def check_current(url: str) -> str | None:
+    """None when the database is at the newest migration, else what to do about it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+    async def _current() -> str | None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision()
+                )
+        finally:
+            await engine.dispose()
+
+    current = asyncio.run(_current())
+    if current != head:
+        return f"database is at revision {current}, not {head}: run 'salesbot db upgrade'"
+    return None

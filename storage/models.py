@@ -1,0 +1,291 @@
+"""SQLAlchemy 2 models: the roster, leads and their life, cards, inbound events, the outbox.
+
+Owns the schema only; queries that mean something in the sales domain live in
+storage/repo.py and in the handlers. Every timestamp is stored in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Member(Base):
+    """A roster member: rep, manager, admin, service or marketing."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    wecom_userid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    dingtalk_userid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    mobile: Mapped[str | None] = mapped_column(String(20))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    industries: Mapped[list[Any]] = mapped_column(default=list)
+    team: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8), default="active")
+    max_open_leads: Mapped[int | None] = mapped_column(Integer)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    # Duty: "on" after /上班, "off" after /下班; both lapse at local midnight.
+    duty: Mapped[str | None] = mapped_column(String(4))
+    duty_at: Mapped[datetime | None]
+    leave_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(24), index=True)
+    email: Mapped[str | None] = mapped_column(String(200))
+    industry: Mapped[str | None] = mapped_column(String(32))
+    urgency: Mapped[str | None] = mapped_column(String(8))
+    source: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="new", index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    origin: Mapped[str] = mapped_column(String(12), default="api")
+    reroutes: Mapped[int] = mapped_column(default=0)
+    lost_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    assigned_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    contacted_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime | None]
+
+
+class LeadStatusChange(Base):
+    """The lead's status history: every transition, who caused it, and why."""
+
+    __tablename__ = "lead_status_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(12))
+    to_status: Mapped[str] = mapped_column(String(12))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Assignment(Base):
+    """One offer of a lead to a rep and how it ended."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_member_state", "member_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    # offered → accepted | declined | expired | transferred | withdrawn
+    state: Mapped[str] = mapped_column(String(12), default="offered", index=True)
+    method: Mapped[str] = mapped_column(String(16), default="round_robin")
+    why: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    offered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+
+
+class FollowUp(Base):
+    __tablename__ = "follow_ups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="note")
+    content: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_events.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Card(Base):
+    """A card we sent: its neutral content, its state, and the platform handles to update it.
+
+    `ref` is our platform idempotency key (WeCom task_id, DingTalk outTrackId).
+    """
+
+    __tablename__ = "cards"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(12), default="open")
+    body: Mapped[dict[str, Any]] = mapped_column()
+    response_code: Mapped[str | None] = mapped_column(String(256))
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InboundEvent(Base):
+    """Every inbound message or event, recorded before it is acknowledged.
+
+    The unique (channel, key) pair makes repeated deliveries harmless across workers and
+    restarts; `state` makes the table the work queue for the dispatcher.
+    """
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (UniqueConstraint("channel", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(24))
+    sender: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    # received → done | failed
+    state: Mapped[str] = mapped_column(String(10), default="received", index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+
+class Outgoing(Base):
+    """The outbox: one row per message to one recipient, written with the change behind it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_at"),
+        Index("ix_outbox_recipient_sent", "recipient", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    # "member:<id>" for one-to-one, "group:<team>" for a team channel.
+    recipient: Mapped[str] = mapped_column(String(80))
+    # text | markdown | card | card_update
+    kind: Mapped[str] = mapped_column(String(12))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # pending → sending → sent | failed | folded
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+
+
+class PendingReply(Base):
+    """What the bot is waiting for from a member (a decline reason, a colleague's name)."""
+
+    __tablename__ = "pending_replies"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AccessToken(Base):
+    """Platform access tokens shared by every process (one refresh for all of them)."""
+
+    __tablename__ = "access_tokens"
+
+    app: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[str] = mapped_column(String(512))
+    expires_at: Mapped[datetime]
+    refreshed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConfigValue(Base):
+    """A live configuration value an admin set by command; it outranks the settings."""
+
+    __tablename__ = "config_values"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column()
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """An episode the admins were told about once (credentials, queue, engine)."""
+
+    __tablename__ = "alerts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    object_type: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
