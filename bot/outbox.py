@@ -201,6 +201,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight = asyncio.Semaphore(8)
+        self._pass = asyncio.Lock()  # one pass at a time in this process
 
     def wake(self) -> None:
         self._wake.set()
@@ -236,6 +237,10 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """One pass: claim due rows, deliver them; returns how many rows were handled."""
+        async with self._pass:
+            return await self._pass_once()
+
+    async def _pass_once(self) -> int:
         rows = await self._claim()
         if not rows:
             return 0

@@ -81,3 +81,137 @@ async def test_stranger_is_told_who_can_add_them(chat):
 
         row = await session.scalar(select(Outgoing).where(Outgoing.recipient == "stranger:路人"))
     assert "管理员甲" in row.payload["text"]
+
+
+async def test_transfer_to_a_named_colleague(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    [ask] = await chat.click("王芳", card.button("转给同事"), card.card_id)
+    assert "转给 姓名" in ask.text
+    [done] = await chat.say("王芳", "转给 赵强")
+    assert done.text == f"线索 #{lead_id} 已转给 赵强，等待对方接受。"
+    [colleague_card] = await chat.inbox("赵强")
+    assert colleague_card.card.description == "王芳 转给您"
+    assert (await chat.card(card.card_id)).status == "王芳 已于 12-02 10:00 转给 赵强"
+    await chat.click("赵强", colleague_card.button("接受"), colleague_card.card_id)
+    lead = await _lead(chat, lead_id)
+    assert lead.status == "accepted" and lead.assignee_id == 3 and lead.reroutes == 0
+
+
+async def test_transfer_to_unknown_or_manager_is_refused(chat):
+    await chat.add_members(*ROSTER)
+    await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("转给同事"), card.card_id)
+    [reply] = await chat.say("王芳", "转给 不存在")
+    assert reply.text == "名单里没有「不存在」，请检查姓名。"
+    [reply] = await chat.say("王芳", "转给 李经理")
+    assert reply.text == "李经理 不是销售，不能接收线索。"
+
+
+async def test_a_click_by_someone_else_changes_nothing(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    [reply] = await chat.click("赵强", card.button("接受"), card.card_id)
+    assert reply.text == f"线索 #{lead_id} 不是分给您的，无法操作。"
+    assert (await _lead(chat, lead_id)).status == "assigned"
+
+
+async def test_a_stale_click_after_accepting_is_answered_politely(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("接受"), card.card_id)
+    [reply] = await chat.click("王芳", card.button("拒绝"), card.card_id)
+    assert "卡片已经失效" in reply.text
+    assert (await _lead(chat, lead_id)).status == "accepted"
+
+
+async def test_after_three_reroutes_the_manager_decides(chat):
+    await chat.add_members(*ROSTER, {"name": "孙磊", "role": "rep", "manager": "李经理"})
+    lead_id = await _post_lead(chat)
+    for rep in ("王芳", "赵强", "孙磊"):
+        [card] = await chat.inbox(rep)
+        await chat.click(rep, card.button("拒绝"), card.card_id)
+        await chat.say(rep, "不熟悉")
+    lead = await _lead(chat, lead_id)
+    assert (lead.status, lead.assignee_id, lead.reroutes) == ("new", None, 3)
+    messages = await chat.inbox("李经理")
+    decide = [m for m in messages if m.card is not None]
+    assert decide[0].card.title == f"线索 #{lead_id} 需要您指派"
+    [ask] = await chat.click("李经理", decide[0].button("指派"), decide[0].card_id)
+    assert "要指派给谁" in ask.text
+    [done] = await chat.say("李经理", "赵强")
+    assert done.text == f"线索 #{lead_id} 已指派给 赵强。"
+    [card] = await chat.inbox("赵强")
+    assert card.card.description == "经理 李经理 指派给您"
+    assert (await chat.card(decide[0].card_id)).buttons == []
+
+
+async def test_decline_reason_button_and_declined_rep_is_skipped(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    [ask] = await chat.click("王芳", card.button("拒绝"), card.card_id)
+    await chat.click("王芳", ask.button("手头线索太多"), ask.card_id)
+    [card2] = await chat.inbox("赵强")
+    await chat.click("赵强", card2.button("拒绝"), card2.card_id)
+    await chat.say("赵强", "不熟")
+    lead = await _lead(chat, lead_id)
+    # Both reps declined: nobody else is left, so the lead waits in the queue.
+    assert (lead.status, lead.assignee_id) == ("new", None)
+    assert await chat.inbox("王芳") == [] or all(m.card is None for m in await chat.inbox("王芳"))
+
+
+async def test_offer_not_accepted_in_the_window_goes_to_the_next_rep(chat):
+    from scheduler.sweeps import sweep_once
+
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    chat.rt.clock.advance(minutes=29)
+    assert await sweep_once(chat.rt) == (0, 0)
+    chat.rt.clock.advance(minutes=2)
+    assert await sweep_once(chat.rt) == (1, 0)
+    await chat.settle()
+    [card2] = await chat.inbox("赵强")
+    assert card2.card.title == f"新线索 #{lead_id}"
+    assert (await chat.card(card.card_id)).status == "已超时未接受，线索已转出"
+    [notice] = await chat.inbox("李经理")
+    assert "在 30 个工作分钟内未接受" in notice.text
+
+
+async def test_nobody_on_duty_queues_the_lead_until_someone_starts(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "/下班")
+    await chat.say("赵强", "下班")
+    lead_id = await _post_lead(chat)
+    lead = await _lead(chat, lead_id)
+    assert (lead.status, lead.assignee_id) == ("new", None)
+    started, card = await chat.say("赵强", "／上班")
+    assert started.text == "已上班，开始接收线索。"
+    assert card.card.title == f"新线索 #{lead_id}"
+
+
+async def test_my_leads_lists_every_open_lead_with_cards_for_the_first(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"})
+    ids = [await _post_lead(chat, f"示例公司{n}") for n in range(5)]
+    await chat.inbox("王芳")
+    replies = await chat.say("王芳", "/我的线索")
+    assert replies[0].text.splitlines()[0] == "您的进行中线索（5 条）："
+    assert f"#{ids[4]} 示例公司4 · 张伟 · 待接受" in replies[0].text
+    assert [r.card.object_id for r in replies[1:]] == ids[:3]
+
+
+async def test_help_lists_the_commands_of_my_role(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"}, {"name": "李经理", "role": "manager"})
+    [rep_help] = await chat.say("王芳", "/帮助")
+    [boss_help] = await chat.say("李经理", "help")
+    assert "/我的线索" in rep_help.text and "/转派" not in rep_help.text
+    assert "/转派" in boss_help.text and "/我的线索" not in boss_help.text
+    [usage] = await chat.say("李经理", "/转派 abc")
+    assert usage.text == "用法：/转派 线索号 姓名，例如：/转派 12 王二"
+    [nope] = await chat.say("王芳", "/转派 1 赵强")
+    assert nope.text.startswith("「转派」只对经理、管理员开放")
