@@ -39,9 +39,9 @@ class Inbox:
         self._work: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
+    def start(self, workers: int = WORKERS) -> None:
         self._tasks.append(asyncio.create_task(self._writer(), name="inbox-writer"))
-        for number in range(WORKERS):
+        for number in range(workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"inbox-{number}"))
 
     async def stop(self) -> None:
