@@ -7,7 +7,7 @@ decision after too many). The round-robin chooser is the engine's fallback later
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
@@ -46,42 +46,49 @@ T_WITHDRAWN_STATUS = "线索已改派，此卡片失效"
 
 async def rep_states(
     session: AsyncSession, rt: Runtime, *, member_ids: list[int] | None = None
-) -> tuple[list[RepState], dict[int, Member]]:
-    """Every rep (or the given members) with loads counted from the leads themselves."""
-    query = select(Member).where(Member.role == "rep", Member.status != "left")
-    if member_ids is not None:
-        query = select(Member).where(Member.id.in_(member_ids))
-    members = {m.id: m for m in (await session.scalars(query)).all()}
-    counts = dict((await session.execute(
-        select(Lead.assignee_id, func.count())
-        .where(Lead.status.in_(OPEN_STATUSES), Lead.assignee_id.in_(list(members)))
-        .group_by(Lead.assignee_id)
-    )).all())
-    default_cap = rt.settings.leads.max_open_leads
-    states = [
-        RepState(
-            member_id=m.id, role=m.role, status=m.status, duty=m.duty, duty_at=m.duty_at,
-            leave_until=m.leave_until, reachable=rt.route(m) is not None,
-            open_leads=counts.get(m.id, 0),
-            cap=m.max_open_leads if m.max_open_leads is not None else default_cap,
-        )
-        for m in members.values()
-    ]
-    return states, members
-
-
-async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> list[RepState]:
-    states, _ = await rep_states(session, rt)
-    hours, zone = rt.settings.leads.hours, rt.settings.zone
-    return [s for s in states if is_available(s, now, hours, zone)]
-
-
-async def _last_offers(session: AsyncSession, member_ids: list[int]) -> dict[int, datetime]:
-    rows = await session.execute(
-        select(Assignment.member_id, func.max(Assignment.offered_at))
-        .where(Assignment.member_id.in_(member_ids)).group_by(Assignment.member_id)
+) -> tuple[list[RepState], dict[int, datetime]]:
+    """Every rep (or the given members) with loads counted from the leads themselves,
+    and when each was last offered a lead; one query for the whole team."""
+    open_leads = (
+        select(func.count()).select_from(Lead)
+        .where(Lead.assignee_id == Member.id, Lead.status.in_(OPEN_STATUSES))
+        .correlate(Member).scalar_subquery()
     )
-    return {member_id: at for member_id, at in rows.all()}
+    last_offer = (
+        select(func.max(Assignment.offered_at)).where(Assignment.member_id == Member.id)
+        .correlate(Member).scalar_subquery()
+    )
+    query = select(Member, open_leads, last_offer)
+    if member_ids is None:
+        query = query.where(Member.role == "rep", Member.status != "left")
+    else:
+        query = query.where(Member.id.in_(member_ids))
+    default_cap = rt.settings.leads.max_open_leads
+    states, last = [], {}
+    for m, count, offered_at in (await session.execute(query)).all():
+        states.append(RepState(
+            member_id=m.id, role=m.role, status=m.status, duty=m.duty, duty_at=m.duty_at,
+            leave_until=m.leave_until, reachable=rt.route(m) is not None, open_leads=count,
+            cap=m.max_open_leads if m.max_open_leads is not None else default_cap,
+        ))
+        if offered_at is not None:
+            last[m.id] = _as_utc(offered_at)
+    return states, last
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    # A scalar subquery loses the column type on SQLite, which hands back the text.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def available_reps(
+    session: AsyncSession, rt: Runtime, now: datetime
+) -> tuple[list[RepState], dict[int, datetime]]:
+    states, last = await rep_states(session, rt)
+    hours, zone = rt.settings.leads.hours, rt.settings.zone
+    return [s for s in states if is_available(s, now, hours, zone)], last
 
 
 async def _declined_by(session: AsyncSession, lead_id: int) -> set[int]:
@@ -162,9 +169,10 @@ async def route_lead(
     exclude: set[int] | None = None,
 ) -> Member | None:
     """Offer the lead to the next available rep by round-robin, or leave it queued."""
-    states = await available_reps(session, rt, now)
-    skip = (exclude or set()) | await _declined_by(session, lead.id)
-    last = await _last_offers(session, [s.member_id for s in states])
+    states, last = await available_reps(session, rt, now)
+    skip = set(exclude or ())
+    if lead.reroutes:
+        skip |= await _declined_by(session, lead.id)
     chosen = round_robin(states, last, skip)
     if chosen is None:
         lead.assignee_id = None

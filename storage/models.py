@@ -90,6 +90,7 @@ class Member(Base):
 
 class Lead(Base):
     __tablename__ = "leads"
+    __table_args__ = (Index("ix_leads_assignee_status", "assignee_id", "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company: Mapped[str] = mapped_column(String(200))
@@ -102,7 +103,7 @@ class Lead(Base):
     note: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     status: Mapped[str] = mapped_column(String(12), default="new", index=True)
-    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     origin: Mapped[str] = mapped_column(String(12), default="api")
     reroutes: Mapped[int] = mapped_column(default=0)
@@ -133,7 +134,10 @@ class Assignment(Base):
     """One offer of a lead to a rep and how it ended."""
 
     __tablename__ = "assignments"
-    __table_args__ = (Index("ix_assignments_member_state", "member_id", "state"),)
+    __table_args__ = (
+        Index("ix_assignments_member_state", "member_id", "state"),
+        Index("ix_assignments_member_offered", "member_id", "offered_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)

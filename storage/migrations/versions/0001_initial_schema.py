@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 15:31:08.158077
+Create Date: 2026-12-04 15:57:46.588957
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("external_id", name=op.f("uq_leads_external_id")),
     )
     with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_leads_assignee_id"), ["assignee_id"], unique=False)
+        batch_op.create_index("ix_leads_assignee_status", ["assignee_id", "status"], unique=False)
         batch_op.create_index(batch_op.f("ix_leads_phone"), ["phone"], unique=False)
         batch_op.create_index(batch_op.f("ix_leads_status"), ["status"], unique=False)
 
@@ -210,6 +210,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("assignments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_assignments_lead_id"), ["lead_id"], unique=False)
+        batch_op.create_index(
+            "ix_assignments_member_offered", ["member_id", "offered_at"], unique=False
+        )
         batch_op.create_index("ix_assignments_member_state", ["member_id", "state"], unique=False)
         batch_op.create_index(batch_op.f("ix_assignments_state"), ["state"], unique=False)
 
@@ -303,6 +306,7 @@ def downgrade() -> None:
     with op.batch_alter_table("assignments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_assignments_state"))
         batch_op.drop_index("ix_assignments_member_state")
+        batch_op.drop_index("ix_assignments_member_offered")
         batch_op.drop_index(batch_op.f("ix_assignments_lead_id"))
 
     op.drop_table("assignments")
@@ -310,7 +314,7 @@ def downgrade() -> None:
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_leads_status"))
         batch_op.drop_index(batch_op.f("ix_leads_phone"))
-        batch_op.drop_index(batch_op.f("ix_leads_assignee_id"))
+        batch_op.drop_index("ix_leads_assignee_status")
 
     op.drop_table("leads")
     op.drop_table("config_values")
