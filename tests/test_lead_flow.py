@@ -215,3 +215,29 @@ async def test_help_lists_the_commands_of_my_role(chat):
     assert usage.text == "用法：/转派 线索号 姓名，例如：/转派 12 王二"
     [nope] = await chat.say("王芳", "/转派 1 赵强")
     assert nope.text.startswith("「转派」只对经理、管理员开放")
+
+
+async def test_capacity_is_counted_from_the_leads_and_excess_waits(chat):
+    await chat.add_members({"name": "王芳", "role": "rep", "max_open_leads": 1},
+                           {"name": "赵强", "role": "rep", "max_open_leads": 2})
+    ids = [await _post_lead(chat, f"示例公司{n}") for n in range(4)]
+    assignees = [(await _lead(chat, i)).assignee_id for i in ids]
+    assert assignees == [1, 2, 2, None]
+    # Contact made: the lead no longer counts as open, so the queue moves.
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("接受"), card.card_id)
+    await chat.say("王芳", "记录 已联系")
+    from handlers.assignment import drain_queue
+
+    assert await drain_queue(chat.rt) == 1
+    assert (await _lead(chat, ids[3])).assignee_id == 1
+
+
+async def test_a_rep_on_leave_gets_no_lead_until_back(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"})
+    [reply] = await chat.say("王芳", "/请假 到 2026-12-03")
+    assert reply.text == "已登记请假到 2026-12-03，期间不会给您分配新线索。回来后发送 /销假。"
+    lead_id = await _post_lead(chat)
+    assert (await _lead(chat, lead_id)).assignee_id is None
+    back, card = await chat.say("王芳", "/销假")
+    assert back.text == "已销假，欢迎回来！" and card.card.object_id == lead_id
