@@ -1,0 +1,55 @@
+"""`make bench`: runs every benchmark and prints its figures against the targets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from benchmarks import bench_callbacks, bench_intake
+
+
+def _check(name: str, ok: bool, figure: str) -> bool:
+    print(f"  [{'ok' if ok else 'MISSED'}] {name}: {figure}")
+    return ok
+
+
+async def main() -> int:
+    results = {}
+    print("WeCom callbacks (200 members, open loop 500/s for 10 s, then concurrency 50)…",
+          flush=True)
+    results["callbacks"] = cb = await bench_callbacks.run()
+    print("Intake (2,000 leads, 20 reps on duty, then delivery with the fake's limits)…",
+          flush=True)
+    results["intake"] = it = await bench_intake.run()
+    print(json.dumps(results, ensure_ascii=False, indent=2))
+    print("\nTargets:")
+    checks = [
+        _check("callback ack p99 at 500/s < 100 ms", cb["open_loop"]["p99_ms"] < 100,
+               f"p99 {cb['open_loop']['p99_ms']} ms, p50 {cb['open_loop']['p50_ms']} ms, "
+               f"{cb['open_loop']['failed']} failed"),
+        _check("rate held at concurrency 50", cb["closed_loop"]["completed"] > 0,
+               f"{cb['closed_loop']['rate_held']}/s, p99 {cb['closed_loop']['p99_ms']} ms"),
+        _check("every recorded callback processed", cb["events_unprocessed"] == 0,
+               f"{cb['events_recorded']} events, drained {cb['backlog_drained_after_s']} s "
+               "after the load"),
+        _check("2,000 leads stored, assigned and in the outbox < 10 s",
+               it["post"]["seconds"] < 10 and it["after_post"]["cards_in_outbox"] == 2000
+               and it["after_post"]["assigned"] == 2000,
+               f"{it['post']['seconds']} s, {it['after_post']}"),
+        _check("delivered with none dropped",
+               it["fake_wecom"]["dropped"] == 0 and it["after_delivery"]["cards_sent"] == 2000,
+               f"{it['after_delivery']['cards_sent']} cards in {it['delivery_seconds']} s, "
+               f"{it['fake_wecom']['dropped']} dropped"),
+        _check("each rep within budget (≤ 25 a minute)",
+               it["fake_wecom"]["max_per_minute"] <= 25,
+               f"most in any minute: {it['fake_wecom']['max_per_minute']}"),
+    ]
+    print(f"\nserver memory: callbacks {cb['server_rss_mb']} MiB (peak "
+          f"{cb['server_peak_rss_mb']}), intake {it['server_rss_mb']} MiB (peak "
+          f"{it['server_peak_rss_mb']})")
+    return 0 if all(checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
