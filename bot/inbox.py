@@ -36,13 +36,22 @@ class Inbox:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._writes: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._work: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        # One queue per worker, chosen by sender: a member's events keep their order.
+        self._work: list[asyncio.Queue[tuple[int, Event]]] = [
+            asyncio.Queue() for _ in range(WORKERS)
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self, workers: int = WORKERS) -> None:
+    def start(self, workers: bool = True) -> None:
         self._tasks.append(asyncio.create_task(self._writer(), name="inbox-writer"))
-        for number in range(workers):
-            self._tasks.append(asyncio.create_task(self._worker(), name=f"inbox-{number}"))
+        if not workers:
+            return
+        for number, queue in enumerate(self._work):
+            self._tasks.append(
+                asyncio.create_task(self._worker(queue), name=f"inbox-{number}"))
+
+    def _queue(self, record_id: int, event: Event) -> None:
+        self._work[hash(event.sender) % len(self._work)].put_nowait((record_id, event))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -68,14 +77,15 @@ class Inbox:
                 .where(InboundEvent.state == "received").order_by(InboundEvent.id)
             )).all()
         for record_id, payload in rows:
-            self._work.put_nowait((record_id, Event.from_json(payload)))
+            self._queue(record_id, Event.from_json(payload))
         if rows:
             log.info("recovered %d unprocessed events", len(rows))
         return len(rows)
 
     async def drain(self) -> None:
         """Wait until every queued event has been processed (tests and benchmarks)."""
-        await self._work.join()
+        for queue in self._work:
+            await queue.join()
 
     async def _writer(self) -> None:
         while True:
@@ -93,7 +103,7 @@ class Inbox:
             for item in batch:
                 record_id = fresh.pop((item.event.channel, item.event.key), None)
                 if record_id is not None:
-                    self._work.put_nowait((record_id, item.event))
+                    self._queue(record_id, item.event)
                 if not item.done.done():
                     item.done.set_result(record_id is not None)
 
@@ -120,12 +130,12 @@ class Inbox:
             result = await session.execute(statement)
             return {(channel, key): record_id for record_id, channel, key in result.all()}
 
-    async def _worker(self) -> None:
+    async def _worker(self, queue: asyncio.Queue[tuple[int, Event]]) -> None:
         while True:
-            record_id, event = await self._work.get()
+            record_id, event = await queue.get()
             try:
                 await self.rt.dispatcher.process(record_id, event)
             except Exception:
                 log.exception("dispatch of event %s raised", record_id)
             finally:
-                self._work.task_done()
+                queue.task_done()

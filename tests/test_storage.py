@@ -46,13 +46,13 @@ async def test_an_unprocessed_event_is_recovered_after_a_restart(db_url):
     rt = await _rt(db_url)
     event = Event(channel="console", kind="location", sender="王芳", key="k1",
                   location=Location(22.540383, 114.063014, label="示例路1号"))
-    rt.inbox.start(workers=0)  # it dies before a worker picks the event up
+    rt.inbox.start(workers=False)  # it dies before a worker picks the event up
     assert await rt.inbox.record(event) is True
     await rt.inbox.stop()
     await rt.close()
     again = await _rt(db_url)
     assert await again.inbox.recover() == 1
-    record_id, recovered = again.inbox._work.get_nowait()
+    [(record_id, recovered)] = [q.get_nowait() for q in again.inbox._work if q.qsize()]
     assert recovered == event
     await again.close()
 
