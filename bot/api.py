@@ -1,9 +1,224 @@
-"""The intake HTTP API (/api/v1): other systems post leads here."""
+"""The intake HTTP API (/api/v1): other systems post leads here and read them back.
+
+Owns the HTTP contract (the bearer token, checking every field, the answer's shape);
+storing and routing a lead is handlers.intake's job.
+"""
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.app import RUNTIME
+from bot.runtime import Runtime
+from config.settings import Settings
+from handlers.intake import URGENCIES, LeadInput, canonical_tag, create_lead
+from handlers.phones import PhoneError, parse_phone
+from storage.models import Lead, Member
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+LIMITS = {"company": 200, "contact": 64, "phone": 40, "email": 200, "note": 2000,
+          "external_id": 128, "industry": 32, "urgency": 32, "source": 32}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+_LEAD_ID = re.compile(r"[0-9]{1,18}")
+
+T_NO_TOKEN_SET = "接口未启用：服务端未设置 SALESBOT_API__TOKEN"
+T_BAD_TOKEN = "缺少或错误的访问令牌（Authorization: Bearer …）"
+T_NOT_JSON = "请求体不是合法的 JSON"
+T_NOT_OBJECT = "请求体应为 JSON 对象"
+T_REQUIRED = "必填"
+T_NOT_STRING = "应为字符串"
+T_TOO_LONG = "不能超过{n}个字符"
+T_EMAIL = "邮箱格式不正确"
+T_UNKNOWN_TAG = "未知的取值“{value}”（可选：{choices}）"
+T_NO_LEAD = "找不到线索 {id}"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_routes(app: web.Application) -> None:
-    return None
+    app.middlewares.append(require_token)
+    app.router.add_post(f"{PREFIX}/leads", post_lead)
+    app.router.add_get(f"{PREFIX}/leads/{{id}}", get_lead)
+
+
+def errors(status: int, *items: tuple[str, str], **headers: str) -> web.Response:
+    body = {"errors": [{"field": name, "message": message} for name, message in items]}
+    return web.json_response(body, status=status, headers=headers or None,
+                             dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- the token ---------------------------------------------------------------------
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api/v1 route, known or not, answers 401 without the configured token."""
+    if request.path != PREFIX and not request.path.startswith(PREFIX + "/"):
+        return await handler(request)
+    token = request.app[RUNTIME].settings.api.token
+    if token is None:
+        return errors(401, ("Authorization", T_NO_TOKEN_SET), **{"WWW-Authenticate": "Bearer"})
+    if not token_matches(request.headers.get("Authorization", ""), token):
+        log.info("api %s %s: refused, bad or missing token", request.method, request.path)
+        return errors(401, ("Authorization", T_BAD_TOKEN), **{"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+def token_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.casefold() != "bearer":
+        return False
+    # Constant time, so the answer's timing tells nothing about how much was right.
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+# --- checking the body (pure) -------------------------------------------------------
+
+
+def _string(body: dict[str, Any], name: str, *, required: bool) -> tuple[str | None, str | None]:
+    """(value, error) for one text field: trimmed, None when absent or blank."""
+    value = body.get(name)
+    if name == "external_id" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # other systems often number their records
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, T_REQUIRED if required else None
+    if not isinstance(value, str):
+        return None, T_NOT_STRING
+    value = value.strip()
+    if len(value) > LIMITS[name]:
+        return None, T_TOO_LONG.format(n=LIMITS[name])
+    return value, None
+
+
+def parse_lead(body: dict[str, Any], settings: Settings) -> tuple[LeadInput | None,
+                                                                   list[tuple[str, str]]]:
+    """The lead in canonical form, or every invalid field with its reason."""
+    problems: list[tuple[str, str]] = []
+    values: dict[str, str | None] = {}
+    for name, required in (("company", True), ("contact", True), ("phone", True),
+                           ("email", False), ("industry", True), ("urgency", True),
+                           ("source", True), ("note", False), ("external_id", False)):
+        value, problem = _string(body, name, required=required)
+        if problem:
+            problems.append((name, problem))
+        values[name] = value
+    if values["phone"] is not None:
+        try:
+            values["phone"] = parse_phone(values["phone"]).stored
+        except PhoneError as exc:
+            problems.append(("phone", str(exc)))
+    if values["email"] is not None and not _EMAIL.fullmatch(values["email"]):
+        problems.append(("email", T_EMAIL))
+    lists = {"industry": settings.leads.industries, "urgency": URGENCIES,
+             "source": settings.leads.sources}
+    for name, choices in lists.items():
+        if values[name] is None:
+            continue
+        key = canonical_tag(values[name] or "", choices)
+        if key is None:
+            listed = "、".join(f"{zh}/{en}" for en, zh in choices.items())
+            problems.append((name, T_UNKNOWN_TAG.format(value=values[name], choices=listed)))
+        values[name] = key
+    if problems:
+        return None, problems
+    return LeadInput(
+        company=values["company"] or "", contact=values["contact"] or "",
+        phone=values["phone"], email=values["email"], industry=values["industry"],
+        urgency=values["urgency"], source=values["source"], note=values["note"],
+        external_id=values["external_id"],
+    ), []
+
+
+# --- the routes -------------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:  # a decoding error of the bytes is a ValueError too
+        return errors(400, ("body", T_NOT_JSON))
+    if not isinstance(body, dict):
+        return errors(400, ("body", T_NOT_OBJECT))
+    return body
+
+
+async def lead_view(session: AsyncSession, lead: Lead) -> dict[str, Any]:
+    assignee = await session.get(Member, lead.assignee_id) if lead.assignee_id else None
+    return {
+        "id": lead.id,
+        "status": lead.status,
+        "assignee": assignee.name if assignee else None,
+        "similar": [],
+        "company": lead.company,
+        "contact": lead.contact,
+        "phone": lead.phone,
+        "email": lead.email,
+        "industry": lead.industry,
+        "urgency": lead.urgency,
+        "source": lead.source,
+        "note": lead.note,
+        "external_id": lead.external_id,
+        "created_at": lead.created_at.isoformat(),
+    }
+
+
+async def _known(rt: Runtime, external_id: str) -> dict[str, Any] | None:
+    async with rt.sessions() as session:
+        lead = await session.scalar(select(Lead).where(Lead.external_id == external_id))
+        return await lead_view(session, lead) if lead else None
+
+
+async def post_lead(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    data, problems = parse_lead(body, rt.settings)
+    if data is None:
+        return errors(422, *problems)
+    try:
+        async with rt.sessions() as session, session.begin():
+            lead, created = await create_lead(session, rt, data, rt.now(), origin="api")
+            view = await lead_view(session, lead)
+    except IntegrityError:
+        # Two posts with one external_id raced past the lookup: the first one won.
+        known = await _known(rt, data.external_id) if data.external_id else None
+        if known is None:
+            raise
+        log.info("api lead %s: lost the race for its external_id", known["id"])
+        view, created = known, False
+    if created:
+        rt.outbox.wake()
+    log.info("api lead %s: %s, status %s", view["id"], "created" if created else "known",
+             view["status"])
+    return web.json_response(view, status=201 if created else 200, dumps=_dumps)
+
+
+async def get_lead(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    raw = request.match_info["id"]
+    if not _LEAD_ID.fullmatch(raw):
+        return errors(404, ("id", T_NO_LEAD.format(id=raw[:40])))
+    async with rt.sessions() as session:
+        lead = await session.get(Lead, int(raw))
+        view = await lead_view(session, lead) if lead else None
+    if view is None:
+        return errors(404, ("id", T_NO_LEAD.format(id=raw)))
+    return web.json_response(view, dumps=_dumps)

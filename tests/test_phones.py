@@ -1,0 +1,92 @@
+"""Phone numbers as people and spreadsheets write them (field report C15, C16)."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.phones import PhoneError, mask_phone, mask_phones_in, parse_phone
+
+MOBILES = [
+    "+86 138-0000-0000",
+    "0086 13800000000",
+    "(+86)13800000000",
+    "86-138 0000 0000",
+    "１３８００００００００",
+    " 138 0000 0000 ",
+    "13800000000.0",
+    "+8613800000000",
+    "8613800000000",
+    "138 0000 0000",
+    "13800000000",
+]
+
+LANDLINES = [
+    "0755-1234 5678",
+    "+86 755 12345678",
+    "(0755)12345678",
+    "0086 755 1234 5678",
+    "075512345678",
+]
+
+
+@pytest.mark.parametrize("raw", MOBILES)
+def test_every_way_of_writing_a_mobile_is_one_number(raw):
+    phone = parse_phone(raw)
+    assert (phone.stored, phone.kind, phone.extension) == ("13800000000", "mobile", None)
+
+
+@pytest.mark.parametrize("raw", LANDLINES)
+def test_every_way_of_writing_a_landline_keeps_its_area_code(raw):
+    phone = parse_phone(raw)
+    assert (phone.stored, phone.kind) == ("075512345678", "landline")
+
+
+@pytest.mark.parametrize("raw", ["075512345678转801", "0755-1234 5678 转801",
+                                 "0755-12345678 ext. 801", "(0755)12345678#801"])
+def test_a_landline_extension_is_stored_after_a_dash(raw):
+    phone = parse_phone(raw)
+    assert (phone.number, phone.extension, phone.stored) == (
+        "075512345678", "801", "075512345678-801")
+
+
+def test_the_national_display_of_a_mobile_never_gets_a_trunk_zero():
+    assert not parse_phone("+86 138 0000 0000").stored.startswith("0")
+
+
+def test_beijing_and_shanghai_three_digit_area_codes():
+    assert parse_phone("010-12345678").stored == "01012345678"
+    assert parse_phone("+86 10 12345678").stored == "01012345678"
+    assert parse_phone("+86 21 12345678").stored == "02112345678"
+
+
+def test_ten_digits_are_refused_not_stored():
+    with pytest.raises(PhoneError, match="手机号应为11位，这里是10位"):
+        parse_phone("1380000000")
+
+
+@pytest.mark.parametrize("raw", ["1.38E+10", "1.38e10", "1.380000123E+10"])
+def test_scientific_notation_from_excel_is_refused(raw):
+    with pytest.raises(PhoneError) as info:
+        parse_phone(raw)
+    assert str(info.value) == "号码已被Excel科学计数法截断"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("", "号码为空"),
+    ("   ", "号码为空"),
+    ("138-0000-abcd", "号码含有无法识别的字符"),
+    ("13800000000转8", "手机号不能带分机号"),
+    ("0755123", "不是有效的手机号或带区号的座机号"),
+])
+def test_other_bad_numbers_say_why(raw, reason):
+    with pytest.raises(PhoneError) as info:
+        parse_phone(raw)
+    assert str(info.value) == reason
+
+
+def test_masking_for_groups_and_logs():
+    assert mask_phone("13800005678") == "138****5678"
+    assert mask_phone("075512345678-801") == "0755****5678"
+    assert mask_phone("01012345678") == "010****5678"
+    assert mask_phone(None) == ""
+    assert mask_phones_in("客户 13800005678 已联系") == "客户 138****5678 已联系"

@@ -1,0 +1,231 @@
+"""The spreadsheet reader: encodings, delimiters, xlsx cells, merged ranges (C16, C17)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import datetime
+
+import pytest
+from openpyxl import Workbook
+
+from handlers.tabular import (
+    CellError,
+    Column,
+    TableError,
+    cell_text,
+    read_table,
+    read_table_file,
+    whole_number,
+)
+
+COLUMNS = [
+    Column("company", ("客户名称", "公司名称", "company")),
+    Column("phone", ("手机", "电话", "phone")),
+    Column("landline", ("座机",)),
+    Column("first_contact", ("首次联系",)),
+    Column("owner", ("负责人",)),
+    Column("employees", ("员工数",)),
+]
+C17_TEXT = "客户名称,电话\n深圳示例科技有限公司,13800000000\n"
+C17_ROW = {"company": "深圳示例科技有限公司", "phone": "13800000000"}
+
+
+def xlsx_bytes(rows, merge=(), title="Sheet1") -> bytes:
+    book = Workbook()
+    sheet = book.active
+    sheet.title = title
+    for row in rows:
+        sheet.append(row)
+    for cells in merge:
+        sheet.merge_cells(cells)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def only_row(table):
+    [row] = table.rows
+    return row.number, row.values
+
+
+def test_gbk_csv_from_chinese_excel_reads_one_row():
+    data = C17_TEXT.encode("gbk")
+    assert data[:2] == b"\xbf\xcd"  # the bytes that break a UTF-8-only reader
+    assert only_row(read_table(data, "leads.csv", COLUMNS)) == (2, C17_ROW)
+
+
+def test_utf8_with_bom_does_not_hide_the_first_header():
+    data = C17_TEXT.encode("utf-8-sig")
+    assert data[:3] == b"\xef\xbb\xbf"
+    table = read_table(data, "leads.csv", COLUMNS, required=["company"])
+    assert table.fields == ["company", "phone"]
+    assert only_row(table) == (2, C17_ROW)
+
+
+def test_plain_utf8_and_gb18030_read_the_same():
+    for encoding in ("utf-8", "gb18030"):
+        assert only_row(read_table(C17_TEXT.encode(encoding), "a.csv", COLUMNS)) == (2, C17_ROW)
+
+
+def test_utf16_unicode_text_from_excel():
+    data = C17_TEXT.replace(",", "\t").encode("utf-16")
+    assert only_row(read_table(data, "leads.txt", COLUMNS)) == (2, C17_ROW)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_semicolon_and_tab_delimiters_are_detected(delimiter):
+    text = "客户名称;电话;备注\n深圳示例科技有限公司;13800000000;a,b\n".replace(";", delimiter)
+    table = read_table(text.encode("gbk"), "leads.csv", COLUMNS)
+    assert only_row(table) == (2, C17_ROW)
+    assert table.ignored == ["备注"]
+
+
+def test_headers_are_trimmed_of_full_width_and_ascii_spaces_and_case():
+    text = "\ufeff\u3000客户名称 ,  PHONE\u3000\n甲公司,13800000001\n"
+    table = read_table(text.encode("utf-8"), "a.csv", COLUMNS)
+    assert only_row(table) == (2, {"company": "甲公司", "phone": "13800000001"})
+
+
+def test_quoted_cells_with_delimiters_and_line_breaks_stay_one_row():
+    text = '客户名称,电话\n"甲, 乙\n联合公司",13800000002\n丙公司,13800000003\n'
+    table = read_table(text.encode(), "a.csv", COLUMNS)
+    assert [(r.number, r.values["company"]) for r in table.rows] == [
+        (2, "甲, 乙\n联合公司"), (3, "丙公司")]
+
+
+def test_blank_rows_are_skipped_but_row_numbers_stay_as_excel_shows_them():
+    text = "客户名称,电话\n甲公司,13800000001\n,\n\n乙公司,13800000002\n,,\n\n\n"
+    table = read_table(text.encode(), "a.csv", COLUMNS)
+    assert [r.number for r in table.rows] == [2, 5]
+
+
+def test_a_title_row_above_the_header_is_passed_over():
+    text = "2026年12月线索表,\n客户名称,电话\n甲公司,13800000001\n"
+    table = read_table(text.encode(), "a.csv", COLUMNS)
+    assert table.header_row == 2
+    assert only_row(table) == (3, {"company": "甲公司", "phone": "13800000001"})
+
+
+def test_xlsx_cells_are_read_as_the_cells_hold_them():
+    data = xlsx_bytes([
+        ["客户名称", "手机", "座机", "首次联系", "员工数"],
+        ["深圳示例科技有限公司", 13800000000, 75512345678, 45292, 12.0],
+        ["广州样例贸易有限公司", None, "-", datetime(2024, 1, 2), 2.5],
+        ["北京测试网络有限公司", 13900000000.0, "010-12345678", "2024/01/03", None],
+    ])
+    rows = read_table(data, "leads.xlsx", COLUMNS).rows
+    assert [r.values for r in rows] == [
+        {"company": "深圳示例科技有限公司", "phone": 13800000000, "landline": 75512345678,
+         "first_contact": 45292, "employees": 12},
+        {"company": "广州样例贸易有限公司", "phone": None, "landline": "-",
+         "first_contact": datetime(2024, 1, 2), "employees": 2.5},
+        {"company": "北京测试网络有限公司", "phone": 13900000000, "landline": "010-12345678",
+         "first_contact": "2024/01/03", "employees": None},
+    ]
+    assert cell_text(rows[0].values["phone"]) == "13800000000"
+    assert cell_text(rows[2].values["phone"]) == "13900000000"
+
+
+def test_merged_cells_are_filled_from_their_top_left_and_plain_blanks_stay_blank():
+    data = xlsx_bytes([
+        ["客户名称", "手机", "负责人"],
+        ["深圳示例科技有限公司", "13800000000", "张三"],
+        ["广州样例贸易有限公司", None, None],
+        ["北京测试网络有限公司", "13900000000", None],
+        ["上海演示有限公司", "13800000004", None],
+    ], merge=["C2:C4"])
+    rows = read_table(data, "leads.xlsx", COLUMNS).rows
+    assert [r.values["owner"] for r in rows] == ["张三", "张三", "张三", None]
+    assert rows[1].values["phone"] is None
+
+
+def test_blank_trailing_xlsx_rows_are_not_rows():
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["客户名称", "手机"])
+    sheet.append(["甲公司", "13800000001"])
+    sheet.cell(row=40, column=1).value = "   "  # formatted or whitespace-only cells below
+    sheet.cell(row=41, column=2).value = None
+    out = io.BytesIO()
+    book.save(out)
+    table = read_table(out.getvalue(), "a.xlsx", COLUMNS)
+    assert [r.number for r in table.rows] == [2]
+
+
+def test_the_sheet_can_be_chosen_by_name():
+    book = Workbook()
+    book.active.append(["说明"])
+    other = book.create_sheet("线索")
+    other.append(["客户名称"])
+    other.append(["甲公司"])
+    out = io.BytesIO()
+    book.save(out)
+    table = read_table(out.getvalue(), "a.xlsx", COLUMNS, sheet="线索")
+    assert only_row(table) == (2, {"company": "甲公司"})
+    with pytest.raises(TableError, match="找不到工作表“其他”"):
+        read_table(out.getvalue(), "a.xlsx", COLUMNS, sheet="其他")
+
+
+@pytest.mark.parametrize("filename, data, reason", [
+    ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "不支持旧版 .xls 格式"),
+    ("leads.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "文件已加密"),
+    ("leads.xlsx", b"not a zip at all", "不是有效的 .xlsx 文件"),
+    ("leads.pdf", b"%PDF-1.4", "不支持的文件格式“.pdf”"),
+    ("leads.csv", b"", "文件是空的"),
+    ("leads.csv", "名字,号码\n张三,1\n".encode(), "找不到表头行"),
+])
+def test_files_that_cannot_be_read_say_why(filename, data, reason):
+    with pytest.raises(TableError) as info:
+        read_table(data, filename, COLUMNS)
+    assert str(info.value).startswith("无法读取文件：")
+    assert reason in str(info.value)
+
+
+def test_a_zip_that_is_not_a_workbook_cannot_be_read():
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(TableError, match="不是有效的 .xlsx 文件"):
+        read_table(out.getvalue(), "a.xlsx", COLUMNS)
+
+
+def test_missing_required_columns_are_named():
+    data = "客户名称,备注\n甲公司,x\n".encode()
+    with pytest.raises(TableError) as info:
+        read_table(data, "a.csv", COLUMNS, required=["company", ("phone", "landline")])
+    assert str(info.value) == "缺少必需的列：phone/landline"
+
+
+def test_reading_from_disk(tmp_path):
+    path = tmp_path / "团队.csv"
+    path.write_bytes(C17_TEXT.encode("gbk"))
+    assert only_row(read_table_file(path, COLUMNS)) == (2, C17_ROW)
+    with pytest.raises(TableError, match="找不到文件"):
+        read_table_file(tmp_path / "missing.csv", COLUMNS)
+
+
+@pytest.mark.parametrize("value, number", [
+    (None, None), ("", None), ("  ", None), ("0", 0), ("12", 12), (" 7 ", 7), ("３", 3),
+    (5, 5), (3.0, 3), ("4.0", 4),
+])
+def test_whole_numbers(value, number):
+    assert whole_number(value) == number
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("-", "应为不小于0的整数，不能是占位符“-”"),
+    ("—", "应为不小于0的整数，不能是占位符“—”"),
+    ("-3", "应为不小于0的整数，不能是负数"),
+    (-3, "应为不小于0的整数，不能是负数"),
+    ("2.5", "应为整数，不能是小数"),
+    (2.5, "应为整数，不能是小数"),
+    ("abc", "应为不小于0的整数"),
+    ("1,000", "应为不小于0的整数"),
+    (True, "应为不小于0的整数"),
+    ("99999999999", "数值过大（最大 1000000）"),
+])
+def test_not_whole_numbers_are_refused_never_guessed(value, reason):
+    with pytest.raises(CellError) as info:
+        whole_number(value)
+    assert str(info.value) == reason
