@@ -53,8 +53,10 @@ def parse_phone(raw: str) -> Phone:
         digits, international = digits[4:], True
     elif digits.startswith("86") and len(digits) >= 12:
         digits, international = digits[2:], True
-    if international and not digits.startswith(("0", "1")):
-        digits = "0" + digits  # +86 755 12345678: the trunk 0 is dropped abroad
+    if international and (not digits.startswith(("0", "1")) or digits.startswith("10")):
+        # +86 755 12345678, +86 10 12345678: the trunk 0 is dropped abroad; no mobile
+        # starts with 10, so that is Beijing's area code.
+        digits = "0" + digits
     if _MOBILE.match(digits):
         if extension:
             raise PhoneError("手机号不能带分机号")
