@@ -241,3 +241,23 @@ async def test_a_rep_on_leave_gets_no_lead_until_back(chat):
     assert (await _lead(chat, lead_id)).assignee_id is None
     back, card = await chat.say("王芳", "/销假")
     assert back.text == "已销假，欢迎回来！" and card.card.object_id == lead_id
+
+
+async def test_a_members_quick_messages_are_handled_in_order(chat):
+    from bot.events import Event
+
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    async with chat.rt.sessions() as session:
+        from storage.models import Card
+
+        ref = (await session.get(Card, card.card_id)).ref
+    click = Event(channel="console", kind="card_action", sender="王芳", key="q1",
+                  action=f"decline:{lead_id}", card_ref=ref)
+    reason = Event(channel="console", kind="text", sender="王芳", key="q2", text="太远了")
+    for event in (click, reason):
+        await chat.rt.inbox.record(event)
+    await chat.settle()
+    replies = await chat.inbox("王芳")
+    assert replies[-1].text == f"已拒绝线索 #{lead_id}，原因：太远了。线索将转给其他同事。"
