@@ -7,6 +7,7 @@ inbox like a platform callback's; what the bot answers is read back from the out
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -82,8 +83,16 @@ def _runtime(request: web.Request):  # noqa: ANN202 - bot.app imports this modul
     return request.app[RUNTIME]
 
 
+# Chinese stays readable for anyone looking at the API with curl.
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"errors": [{"field": field, "message": message}]}, status=status)
+    return _json({"errors": [{"field": field, "message": message}]}, status=status)
 
 
 # ---- the page ---------------------------------------------------------------------------
@@ -138,7 +147,7 @@ def message_json(message: Delivered) -> dict[str, Any]:
     return {
         "id": message.id,
         "kind": message.kind,
-        "text": message.text if message.card is None else "",
+        "text": message.text,  # a card as plain text too, for API readers
         "sent_at": message.sent_at.isoformat() if message.sent_at else None,
         "card": card_json(message),
     }
@@ -195,7 +204,7 @@ async def members(request: web.Request) -> web.Response:
     async with rt.sessions() as session:
         rows = (await session.scalars(select(Member).order_by(Member.id))).all()
     industries = rt.settings.leads.industries
-    return web.json_response({"members": [member_json(m, industries) for m in rows]})
+    return _json({"members": [member_json(m, industries) for m in rows]})
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -214,7 +223,7 @@ async def messages(request: web.Request) -> web.Response:
     delivered = await _wait_for_messages(request, found, int(after), min(wait, MAX_WAIT))
     industries = rt.settings.leads.industries
     last = delivered[-1].id if delivered else int(after)
-    return web.json_response({
+    return _json({
         "member": member_json(found, industries),
         "messages": [message_json(m) for m in delivered],
         "last": last,
@@ -260,7 +269,7 @@ async def _record(request: web.Request, event: Any) -> web.Response:
         await _runtime(request).inbox.record(event)
     except Exception:  # the inbox logged it; the visitor may send again
         return _error(503, T_BUSY)
-    return web.json_response({"recorded": True, "key": event.key}, status=202)
+    return _json({"recorded": True, "key": event.key}, status=202)
 
 
 async def say(request: web.Request) -> web.Response:
