@@ -196,12 +196,13 @@ async def current_offer(session: AsyncSession, lead: Lead) -> Assignment | None:
 async def close_offer_card(
     session: AsyncSession, rt: Runtime, assignment: Assignment, status: str
 ) -> None:
-    if assignment.card_id is None:
-        return
-    card = await session.get(Card, assignment.card_id)
-    if card is None or card.state == "closed":
-        return
-    await update_card(session, rt, card, CardModel.from_json(card.body).closed(status))
+    """Close every open card of this offer (/我的线索 may have sent it again)."""
+    cards = (await session.scalars(
+        select(Card).where(Card.kind == "lead", Card.object_id == assignment.lead_id,
+                           Card.member_id == assignment.member_id, Card.state == "open")
+    )).all()
+    for card in cards:
+        await update_card(session, rt, card, CardModel.from_json(card.body).closed(status))
 
 
 async def manager_of(session: AsyncSession, member: Member) -> list[Member]:

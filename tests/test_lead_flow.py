@@ -261,3 +261,13 @@ async def test_a_members_quick_messages_are_handled_in_order(chat):
     await chat.settle()
     replies = await chat.inbox("王芳")
     assert replies[-1].text == f"已拒绝线索 #{lead_id}，原因：太远了。线索将转给其他同事。"
+
+
+async def test_accepting_closes_the_copy_my_leads_sent_too(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"})
+    await _post_lead(chat)
+    [original] = await chat.inbox("王芳")
+    [_, copy] = await chat.say("王芳", "/我的线索")
+    await chat.click("王芳", copy.button("接受"), copy.card_id)
+    assert (await chat.card(original.card_id)).buttons == []
+    assert (await chat.card(copy.card_id)).status == "王芳 已于 12-02 10:00 接受"
