@@ -126,7 +126,7 @@ class Inbox:
             .on_conflict_do_nothing(index_elements=["channel", "key"])
             .returning(InboundEvent.id, InboundEvent.channel, InboundEvent.key)
         )
-        async with self.rt.sessions() as session, session.begin():
+        async with self.rt.sessions(urgent=True) as session, session.begin():
             result = await session.execute(statement)
             return {(channel, key): record_id for record_id, channel, key in result.all()}
 

@@ -11,7 +11,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -244,14 +244,21 @@ class OutboxWorker:
         rows = await self._claim()
         if not rows:
             return 0
-        by_recipient: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
         for row in rows:
-            by_recipient[(row.channel, row.recipient)].append(row)
-        counts = await self._recent_counts(list(by_recipient))
+            groups[(row.channel, row.recipient)].append(row)
+        now = self.rt.now()
+        async with self.rt.sessions() as session:
+            counts = await self._recent_counts(session, list(groups), now)
+            cards, members = await self._load(session, rows)
+        outcome = _Outcome()
+        sends = {key: self._plan(key, group, counts.get(key), now, outcome)
+                 for key, group in groups.items()}
         await asyncio.gather(*(
-            self._deliver_recipient(key, group, counts.get(key))
-            for key, group in by_recipient.items()
+            self._deliver_group(key, group, cards, members, outcome)
+            for key, group in sends.items() if group
         ))
+        await self._record(outcome, now)
         return len(rows)
 
     async def _claim(self) -> list[Outgoing]:
@@ -281,60 +288,85 @@ class OutboxWorker:
         return rows
 
     async def _recent_counts(
-        self, keys: list[tuple[str, str]]
+        self, session: AsyncSession, keys: list[tuple[str, str]], now: datetime
     ) -> dict[tuple[str, str], tuple[int, int, datetime | None, datetime | None]]:
-        now = self.rt.now()
         minute, hour = now - timedelta(minutes=1), now - timedelta(hours=1)
-        recipients = [r for _, r in keys]
-        async with self.rt.sessions() as session:
-            result = await session.execute(
-                select(
-                    Outgoing.channel, Outgoing.recipient,
-                    func.count().filter(Outgoing.sent_at > minute),
-                    func.count(),
-                    func.min(Outgoing.sent_at).filter(Outgoing.sent_at > minute),
-                    func.min(Outgoing.sent_at),
-                )
-                .where(
-                    Outgoing.recipient.in_(recipients),
-                    Outgoing.sent_at > hour,
-                    Outgoing.kind != "card_update",
-                    Outgoing.state == "sent",
-                )
-                .group_by(Outgoing.channel, Outgoing.recipient)
+        result = await session.execute(
+            select(
+                Outgoing.channel, Outgoing.recipient,
+                func.count().filter(Outgoing.sent_at > minute),
+                func.count(),
+                func.min(Outgoing.sent_at).filter(Outgoing.sent_at > minute),
+                func.min(Outgoing.sent_at),
             )
-            return {(c, r): (m, h, om, oh) for c, r, m, h, om, oh in result.all()}
+            .where(
+                Outgoing.recipient.in_([r for _, r in keys]),
+                Outgoing.sent_at > hour,
+                Outgoing.kind != "card_update",
+                Outgoing.state == "sent",
+            )
+            .group_by(Outgoing.channel, Outgoing.recipient)
+        )
+        return {(c, r): (m, h, om, oh) for c, r, m, h, om, oh in result.all()}
 
-    async def _deliver_recipient(
+    def _plan(
         self, key: tuple[str, str], rows: list[Outgoing],
-        counts: tuple[int, int, datetime | None, datetime | None] | None,
-    ) -> None:
+        counts: tuple[int, int, datetime | None, datetime | None] | None, now: datetime,
+        outcome: _Outcome,
+    ) -> list[Outgoing]:
+        """This recipient's rows to send now; the rest are folded or postponed."""
         channel = self.rt.channels.get(key[0])
-        now = self.rt.now()
         if channel is None:
-            await self._finish(rows, Delivery.retry(f"channel {key[0]} is not enabled", 60))
-            return
-        is_group = key[1].startswith("group:")
-        budget = channel.group_budget if is_group else channel.budget
+            outcome.done.extend(
+                (r, Delivery.retry(f"channel {key[0]} is not enabled", 60)) for r in rows)
+            return []
+        budget = channel.group_budget if key[1].startswith("group:") else channel.budget
         minute, hour, oldest_minute, oldest_hour = counts or (0, 0, None, None)
         plan = plan_recipient(rows, minute, hour, budget, now, oldest_minute, oldest_hour)
         handled = {id(r) for r in plan.send} | {id(r) for r in plan.digest}
         waiting = [r for r in rows if id(r) not in handled]
         if waiting:
-            await self._postpone(waiting, plan.wait_until or now + timedelta(seconds=5))
+            until = plan.wait_until or now + timedelta(seconds=5)
+            outcome.postponed.extend((r, until) for r in waiting)
+        send = list(plan.send)
         if plan.digest:
             first, rest = plan.digest[0], plan.digest[1:]
             first.kind, first.payload = "text", {"text": digest_text(plan.digest)}
-            await self._fold(first, rest)
-            plan.send.insert(0, first)
-        for row in sorted(plan.send, key=lambda r: r.id):
-            async with self._inflight:
-                delivery = await self._deliver_one(channel, row, is_group)
-            await self._finish([row], delivery)
+            outcome.rewritten.append(first)
+            outcome.folded.extend((r, first.id) for r in rest)
+            send.append(first)
+        return sorted(send, key=lambda r: r.id)
 
-    async def _deliver_one(self, channel: Any, row: Outgoing, is_group: bool) -> Delivery:
+    async def _load(
+        self, session: AsyncSession, rows: list[Outgoing]
+    ) -> tuple[dict[int, Card], dict[int, Member]]:
+        card_ids = {r.card_id for r in rows if r.card_id is not None}
+        member_ids = {int(r.recipient.removeprefix("member:")) for r in rows
+                      if r.recipient.startswith("member:")}
+        cards, members = {}, {}
+        if card_ids:
+            found = await session.scalars(select(Card).where(Card.id.in_(card_ids)))
+            cards = {c.id: c for c in found.all()}
+        if member_ids:
+            found = await session.scalars(select(Member).where(Member.id.in_(member_ids)))
+            members = {m.id: m for m in found.all()}
+        return cards, members
+
+    async def _deliver_group(
+        self, key: tuple[str, str], rows: list[Outgoing], cards: dict[int, Card],
+        members: dict[int, Member], outcome: _Outcome,
+    ) -> None:
+        channel = self.rt.channels[key[0]]
+        for row in rows:  # one recipient's messages go in order
+            async with self._inflight:
+                delivery = await self._deliver_one(channel, row, cards, members)
+            outcome.done.append((row, delivery))
+
+    async def _deliver_one(
+        self, channel: Any, row: Outgoing, cards: dict[int, Card], members: dict[int, Member],
+    ) -> Delivery:
         try:
-            parcel = await self._parcel(channel, row, is_group)
+            parcel = self._parcel(channel, row, cards, members)
             if parcel is None:
                 return Delivery.failed("recipient has no address on this channel")
             return await channel.deliver(parcel)
@@ -344,17 +376,19 @@ class OutboxWorker:
             log.exception("delivery of outbox row %s raised", row.id)
             return Delivery.retry(f"{type(exc).__name__}: {exc}", 10)
 
-    async def _parcel(self, channel: Any, row: Outgoing, is_group: bool) -> Parcel | None:
-        async with self.rt.sessions() as session:
-            card = await session.get(Card, row.card_id) if row.card_id else None
-            if is_group:
-                address = channel.group_address(row.recipient.removeprefix("group:") or None)
-            elif row.recipient.startswith("stranger:"):
-                # Someone not on the roster: answered at the platform id they wrote from.
-                address = row.recipient.removeprefix("stranger:")
-            else:
-                member = await session.get(Member, int(row.recipient.removeprefix("member:")))
-                address = channel.address_of(member) if member else None
+    def _parcel(
+        self, channel: Any, row: Outgoing, cards: dict[int, Card], members: dict[int, Member],
+    ) -> Parcel | None:
+        card = cards.get(row.card_id) if row.card_id else None
+        is_group = row.recipient.startswith("group:")
+        if is_group:
+            address = channel.group_address(row.recipient.removeprefix("group:") or None)
+        elif row.recipient.startswith("stranger:"):
+            # Someone not on the roster: answered at the platform id they wrote from.
+            address = row.recipient.removeprefix("stranger:")
+        else:
+            member = members.get(int(row.recipient.removeprefix("member:")))
+            address = channel.address_of(member) if member else None
         if address is None:
             return None
         return Parcel(
@@ -366,75 +400,67 @@ class OutboxWorker:
             mentions=list(row.payload.get("mentions") or []),
         )
 
-    async def _fold(self, first: Outgoing, rest: list[Outgoing]) -> None:
+    async def _record(self, outcome: _Outcome, now: datetime) -> None:
+        """Write the pass's results in one short transaction."""
+        merged: dict[int, dict[str, Any]] = defaultdict(dict)
+        card_updates: list[dict[str, Any]] = []
+        for row in outcome.rewritten:
+            merged[row.id].update(kind=row.kind, payload=row.payload)
+        for row, first_id in outcome.folded:
+            merged[row.id].update(state="folded", last_error=f"folded into #{first_id}")
+        for row, until in outcome.postponed:
+            merged[row.id].update(state="pending", next_at=until)
+        for row, delivery in outcome.done:
+            merged[row.id].update(self._result(row, delivery, now))
+            if delivery.ok and row.card_id is not None and row.kind == "card":
+                card_updates.append({"id": row.card_id, "delivered_at": now,
+                                     "response_code": delivery.response_code})
+            elif delivery.ok and row.card_id is not None and row.kind == "card_update":
+                # A WeCom response code works once.
+                card_updates.append({"id": row.card_id, "response_code": None})
+        rows = [{"id": row_id, **values} for row_id, values in merged.items()]
         async with self.rt.sessions() as session, session.begin():
-            await session.execute(
-                update(Outgoing).where(Outgoing.id == first.id)
-                .values(kind=first.kind, payload=first.payload)
-            )
-            if rest:
-                await session.execute(
-                    update(Outgoing).where(Outgoing.id.in_([r.id for r in rest]))
-                    .values(state="folded", last_error=f"folded into #{first.id}")
-                )
-        self.rt.metrics.outbox_folded.inc(len(rest))
+            for same_columns in _by_shape(rows):
+                await session.execute(update(Outgoing), same_columns)
+            for same_columns in _by_shape(card_updates):
+                await session.execute(update(Card), same_columns)
+        if outcome.folded:
+            self.rt.metrics.outbox_folded.inc(len(outcome.folded))
 
-    async def _postpone(self, rows: list[Outgoing], until: datetime) -> None:
-        async with self.rt.sessions() as session, session.begin():
-            await session.execute(
-                update(Outgoing).where(Outgoing.id.in_([r.id for r in rows]))
-                .values(state="pending", next_at=until)
-            )
-
-    async def _finish(self, rows: list[Outgoing], delivery: Delivery) -> None:
+    def _result(self, row: Outgoing, delivery: Delivery, now: datetime) -> dict[str, Any]:
         rt = self.rt
-        now = rt.now()
-        async with rt.sessions() as session, session.begin():
-            for row in rows:
-                if delivery.ok:
-                    await self._on_sent(session, row, delivery, now)
-                elif delivery.retry_after is not None and row.attempts + 1 < (
-                    rt.settings.outbox.max_attempts
-                ):
-                    wait = backoff(row.attempts, delivery.retry_after)
-                    await session.execute(
-                        update(Outgoing).where(Outgoing.id == row.id).values(
-                            state="pending", attempts=Outgoing.attempts + 1,
-                            next_at=now + timedelta(seconds=wait), last_error=delivery.error,
-                        )
-                    )
-                    log.warning("outbox row %s retry in %.0fs: %s", row.id, wait, delivery.error)
-                else:
-                    await session.execute(
-                        update(Outgoing).where(Outgoing.id == row.id).values(
-                            state="failed", attempts=Outgoing.attempts + 1,
-                            last_error=delivery.error,
-                        )
-                    )
-                    rt.metrics.outbox_failed.labels(row.channel).inc()
-                    log.error("outbox row %s failed for good: %s", row.id, delivery.error)
+        attempts = row.attempts + 1
+        if delivery.ok:
+            rt.metrics.outbox_sent.labels(row.channel, row.kind).inc()
+            refused = ("refused: " + ",".join(delivery.refused)) if delivery.refused else None
+            return {"state": "sent", "sent_at": now, "attempts": attempts,
+                    "last_error": refused}
+        if delivery.retry_after is not None and attempts < rt.settings.outbox.max_attempts:
+            wait = backoff(row.attempts, delivery.retry_after)
+            log.warning("outbox row %s retry in %.0fs: %s", row.id, wait, delivery.error)
+            return {"state": "pending", "attempts": attempts, "last_error": delivery.error,
+                    "next_at": now + timedelta(seconds=wait)}
+        rt.metrics.outbox_failed.labels(row.channel).inc()
+        log.error("outbox row %s failed for good: %s", row.id, delivery.error)
+        return {"state": "failed", "attempts": attempts, "last_error": delivery.error}
 
-    async def _on_sent(
-        self, session: AsyncSession, row: Outgoing, delivery: Delivery, now: datetime
-    ) -> None:
-        await session.execute(
-            update(Outgoing).where(Outgoing.id == row.id).values(
-                state="sent", sent_at=now, attempts=Outgoing.attempts + 1,
-                last_error=("refused: " + ",".join(delivery.refused)) if delivery.refused
-                else None,
-            )
-        )
-        self.rt.metrics.outbox_sent.labels(row.channel, row.kind).inc()
-        if row.card_id is None:
-            return
-        values: dict[str, Any] = {}
-        if row.kind == "card":
-            values = {"delivered_at": now, "response_code": delivery.response_code}
-        elif row.kind == "card_update":
-            values = {"response_code": None}  # a WeCom response code works once
-        await session.execute(
-            update(Card).where(Card.id == row.card_id).values(**values)
-        )
+
+@dataclass
+class _Outcome:
+    """What one pass did, written back in one transaction at its end."""
+
+    done: list[tuple[Outgoing, Delivery]] = field(default_factory=list)
+    postponed: list[tuple[Outgoing, datetime]] = field(default_factory=list)
+    folded: list[tuple[Outgoing, int]] = field(default_factory=list)
+    rewritten: list[Outgoing] = field(default_factory=list)
+
+
+def _by_shape(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A bulk UPDATE by primary key sets the same columns on every row of one call."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for values in rows:
+        shapes[tuple(sorted(values))].append(values)
+    return list(shapes.values())
 
 
 async def outbox_depth(session: AsyncSession) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,6 +66,40 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+class TurnLock:
+    """An asyncio lock whose urgent waiters go first (recording a callback before it is
+    acknowledged must not queue behind background work)."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if not self._held and not self._urgent and not self._normal:
+            self._held = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._normal).append(waiter)
+        try:
+            await waiter  # ownership is handed over by release()
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            else:
+                (self._urgent if urgent else self._normal).remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._held = False
+
+
 class Sessions:
     """Opens sessions; on SQLite one at a time per process, since SQLite has one writer.
 
@@ -74,11 +109,11 @@ class Sessions:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.factory = async_sessionmaker(engine, expire_on_commit=False)
-        self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._lock = TurnLock() if engine.dialect.name == "sqlite" else None
         self._holder: asyncio.Task[object] | None = None
 
     @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[AsyncSession]:
+    async def __call__(self, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         if self._lock is None:
             async with self.factory() as session:
                 yield session
@@ -86,13 +121,14 @@ class Sessions:
         task = asyncio.current_task()
         if task is not None and task is self._holder:
             raise RuntimeError("nested database session in one task (SQLite would deadlock)")
-        async with self._lock:
-            self._holder = task
-            try:
-                async with self.factory() as session:
-                    yield session
-            finally:
-                self._holder = None
+        await self._lock.acquire(urgent)
+        self._holder = task
+        try:
+            async with self.factory() as session:
+                yield session
+        finally:
+            self._holder = None
+            self._lock.release()
 
 
 def alembic_config(url: str) -> Config:
