@@ -318,7 +318,7 @@ class OutboxWorker:
         channel = self.rt.channels.get(key[0])
         if channel is None:
             outcome.done.extend(
-                (r, Delivery.retry(f"channel {key[0]} is not enabled", 60)) for r in rows)
+                (r, Delivery.retry(f"channel {key[0]} is not enabled", 60), now) for r in rows)
             return []
         budget = channel.group_budget if key[1].startswith("group:") else channel.budget
         minute, hour, oldest_minute, oldest_hour = counts or (0, 0, None, None)
@@ -360,7 +360,8 @@ class OutboxWorker:
         for row in rows:  # one recipient's messages go in order
             async with self._inflight:
                 delivery = await self._deliver_one(channel, row, cards, members)
-            outcome.done.append((row, delivery))
+            # The time it was delivered, not the pass's start: budgets count from here.
+            outcome.done.append((row, delivery, self.rt.now()))
 
     async def _deliver_one(
         self, channel: Any, row: Outgoing, cards: dict[int, Card], members: dict[int, Member],
@@ -410,10 +411,10 @@ class OutboxWorker:
             merged[row.id].update(state="folded", last_error=f"folded into #{first_id}")
         for row, until in outcome.postponed:
             merged[row.id].update(state="pending", next_at=until)
-        for row, delivery in outcome.done:
-            merged[row.id].update(self._result(row, delivery, now))
+        for row, delivery, at in outcome.done:
+            merged[row.id].update(self._result(row, delivery, at))
             if delivery.ok and row.card_id is not None and row.kind == "card":
-                card_updates.append({"id": row.card_id, "delivered_at": now,
+                card_updates.append({"id": row.card_id, "delivered_at": at,
                                      "response_code": delivery.response_code})
             elif delivery.ok and row.card_id is not None and row.kind == "card_update":
                 # A WeCom response code works once.
@@ -449,7 +450,7 @@ class OutboxWorker:
 class _Outcome:
     """What one pass did, written back in one transaction at its end."""
 
-    done: list[tuple[Outgoing, Delivery]] = field(default_factory=list)
+    done: list[tuple[Outgoing, Delivery, datetime]] = field(default_factory=list)
     postponed: list[tuple[Outgoing, datetime]] = field(default_factory=list)
     folded: list[tuple[Outgoing, int]] = field(default_factory=list)
     rewritten: list[Outgoing] = field(default_factory=list)
