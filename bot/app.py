@@ -39,6 +39,10 @@ def build_runtime(settings: Settings) -> Runtime:
         from bot.channels.wecom import WeComChannel
 
         rt.channels["wecom"] = WeComChannel(rt)
+    if settings.dingtalk.enabled:
+        from bot.channels.dingtalk import DingTalkChannel
+
+        rt.channels["dingtalk"] = DingTalkChannel(rt)
     rt.inbox = Inbox(rt)
     rt.outbox = OutboxWorker(rt)
     rt.dispatcher = Dispatcher(rt, routers())
