@@ -67,7 +67,6 @@ async def enqueue(
             member_id=member.id, channel=route, body=content.to_json(),
         )
         session.add(card)
-        await session.flush()
         kind, payload = "card", {}
     elif isinstance(content, Markdown):
         kind, payload = "markdown", {"text": content.text, "mentions": list(content.mentions)}
@@ -75,8 +74,7 @@ async def enqueue(
         kind, payload = "text", {"text": content}
     session.add(Outgoing(
         channel=route, recipient=f"member:{member.id}", kind=kind, payload=payload,
-        card_id=card.id if card else None, dedupe_key=dedupe_key or new_ref(),
-        next_at=rt.now(),
+        card=card, dedupe_key=dedupe_key or new_ref(), next_at=rt.now(),
     ))
     return card
 

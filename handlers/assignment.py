@@ -7,8 +7,9 @@ decision after too many). The round-robin chooser is the engine's fallback later
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,9 +45,15 @@ T_EXPIRED_STATUS = "已超时未接受，线索已转出"
 T_WITHDRAWN_STATUS = "线索已改派，此卡片失效"
 
 
+class Team(NamedTuple):
+    states: list[RepState]
+    last_offered: dict[int, datetime]
+    members: dict[int, Member]  # held here, so the session's identity map keeps them
+
+
 async def rep_states(
     session: AsyncSession, rt: Runtime, *, member_ids: list[int] | None = None
-) -> tuple[list[RepState], dict[int, datetime]]:
+) -> Team:
     """Every rep (or the given members) with loads counted from the leads themselves,
     and when each was last offered a lead; one query for the whole team."""
     open_leads = (
@@ -64,8 +71,9 @@ async def rep_states(
     else:
         query = query.where(Member.id.in_(member_ids))
     default_cap = rt.settings.leads.max_open_leads
-    states, last = [], {}
+    states, last, members = [], {}, {}
     for m, count, offered_at in (await session.execute(query)).all():
+        members[m.id] = m
         states.append(RepState(
             member_id=m.id, role=m.role, status=m.status, duty=m.duty, duty_at=m.duty_at,
             leave_until=m.leave_until, reachable=rt.route(m) is not None, open_leads=count,
@@ -73,7 +81,7 @@ async def rep_states(
         ))
         if offered_at is not None:
             last[m.id] = _as_utc(offered_at)
-    return states, last
+    return Team(states, last, members)
 
 
 def _as_utc(value: datetime | str) -> datetime:
@@ -83,12 +91,11 @@ def _as_utc(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-async def available_reps(
-    session: AsyncSession, rt: Runtime, now: datetime
-) -> tuple[list[RepState], dict[int, datetime]]:
-    states, last = await rep_states(session, rt)
+async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> Team:
+    team = await rep_states(session, rt)
     hours, zone = rt.settings.leads.hours, rt.settings.zone
-    return [s for s in states if is_available(s, now, hours, zone)], last
+    available = [s for s in team.states if is_available(s, now, hours, zone)]
+    return team._replace(states=available)
 
 
 async def _declined_by(session: AsyncSession, lead_id: int) -> set[int]:
@@ -155,9 +162,7 @@ async def offer(
     lead.assignee_id = rep.id
     lead.assigned_at = now
     set_status(session, lead, "assigned", now, actor, why)
-    card = await enqueue(session, rt, rep, lead_card(lead, rt, why))
-    await session.flush()
-    assignment.card_id = card.id if card else None
+    assignment.card = await enqueue(session, rt, rep, lead_card(lead, rt, why))
     audit(session, actor, "lead.offer", "lead", lead.id, None,
           {"rep": rep.name, "method": method}, now)
     rt.metrics.assignments.labels(method).inc()
@@ -169,20 +174,41 @@ async def route_lead(
     exclude: set[int] | None = None,
 ) -> Member | None:
     """Offer the lead to the next available rep by round-robin, or leave it queued."""
-    states, last = await available_reps(session, rt, now)
-    skip = set(exclude or ())
-    if lead.reroutes:
-        skip |= await _declined_by(session, lead.id)
-    chosen = round_robin(states, last, skip)
-    if chosen is None:
-        lead.assignee_id = None
-        set_status(session, lead, "new", now, None, "暂无可接单的销售")
-        return None
-    rep = await session.get(Member, chosen.member_id)
-    assert rep is not None
-    await offer(session, rt, lead, rep, now, method="round_robin",
-                why=T_WHY_ROUND_ROBIN.format(open=chosen.open_leads))
-    return rep
+    return (await route_leads(session, rt, [lead], now, exclude=exclude))[0]
+
+
+async def route_leads(
+    session: AsyncSession, rt: Runtime, leads: list[Lead], now: datetime, *,
+    exclude: set[int] | None = None,
+) -> list[Member | None]:
+    """Offer each lead, in order, to the next available rep by round-robin.
+
+    The team is read once; each offer then counts against the chosen rep's capacity and
+    moves the rotation on, as if the leads had arrived one by one.
+    """
+    states, last, members = await available_reps(session, rt, now)
+    chosen_reps: list[Member | None] = []
+    for number, lead in enumerate(leads):
+        skip = set(exclude or ())
+        if lead.reroutes:
+            skip |= await _declined_by(session, lead.id)
+        chosen = round_robin(states, last, skip)
+        if chosen is None:
+            lead.assignee_id = None
+            set_status(session, lead, "new", now, None, "暂无可接单的销售")
+            chosen_reps.append(None)
+            continue
+        rep = members[chosen.member_id]
+        # A microsecond apart, so the rotation keeps the order of this batch.
+        at = now + timedelta(microseconds=number)
+        await offer(session, rt, lead, rep, at, method="round_robin",
+                    why=T_WHY_ROUND_ROBIN.format(open=chosen.open_leads))
+        last[chosen.member_id] = at
+        taken = replace(chosen, open_leads=chosen.open_leads + 1)
+        states = [taken if s is chosen else s for s in states
+                  if s is not chosen or taken.cap is None or taken.open_leads < taken.cap]
+        chosen_reps.append(rep)
+    return chosen_reps
 
 
 async def current_offer(session: AsyncSession, lead: Lead) -> Assignment | None:
@@ -247,21 +273,25 @@ def reassign_card(lead: Lead, rt: Runtime) -> CardModel:
     )
 
 
-async def drain_queue(rt: Runtime, limit: int = 200) -> int:
-    """Offer queued leads (oldest first) while reps are available; returns how many."""
-    now = rt.now()
+async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
+    """Offer queued leads (oldest first) while reps are available; returns how many.
+
+    Each chunk is one short transaction, so a long queue does not hold the database.
+    """
     offered = 0
-    async with rt.sessions() as session, session.begin():
-        queued = (await session.scalars(
-            select(Lead)
-            .where(Lead.status == "new", Lead.assignee_id.is_(None),
-                   Lead.reroutes < rt.settings.leads.max_reroutes)
-            .order_by(Lead.id).limit(limit)
-        )).all()
-        for lead in queued:
-            if await route_lead(session, rt, lead, now) is None:
-                break
-            offered += 1
+    while True:
+        async with rt.sessions() as session, session.begin():
+            queued = list((await session.scalars(
+                select(Lead)
+                .where(Lead.status == "new", Lead.assignee_id.is_(None),
+                       Lead.reroutes < rt.settings.leads.max_reroutes)
+                .order_by(Lead.id).limit(chunk)
+            )).all())
+            placed = sum(rep is not None
+                         for rep in await route_leads(session, rt, queued, rt.now()))
+        offered += placed
+        if placed < chunk:
+            break
     if offered:
         rt.outbox.wake()
     return offered

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
-from handlers.assignment import route_lead, set_status
-from storage.models import Lead, Member
+from handlers.assignment import route_leads, set_status
+from storage.models import Lead, LeadStatusChange, Member
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -52,29 +52,52 @@ async def create_lead(
 ) -> tuple[Lead, bool]:
     """Store a lead and route it; returns (lead, created). A known external_id returns the
     existing lead unchanged (the first body wins)."""
-    if data.external_id:
-        existing = await session.scalar(select(Lead).where(Lead.external_id == data.external_id))
-        if existing is not None:
-            return existing, False
-    lead = Lead(
-        company=data.company, contact=data.contact, phone=data.phone, email=data.email,
-        industry=data.industry, urgency=data.urgency, source=data.source, note=data.note,
-        external_id=data.external_id, status="new", origin=origin,
-        created_by_id=creator.id if creator else None, created_at=now, updated_at=now,
-    )
-    session.add(lead)
-    await session.flush()
-    audit(session, creator, "lead.create", "lead", lead.id, None,
-          {"origin": origin, "company": data.company}, now)
-    keeper = owner or (creator if creator is not None and creator.role == "rep" else None)
-    if keeper is not None:
-        # A lead a rep enters stays with that rep.
-        lead.assignee_id, lead.assigned_at, lead.accepted_at = keeper.id, now, now
-        set_status(session, lead, "accepted", now, creator, "自己录入")
-    else:
-        from storage.models import LeadStatusChange
+    [result] = await create_leads(session, rt, [data], now, origin=origin, creator=creator,
+                                  owner=owner)
+    return result
 
+
+async def create_leads(
+    session: AsyncSession, rt: Runtime, batch: list[LeadInput], now: datetime, *,
+    origin: str, creator: Member | None = None, owner: Member | None = None,
+) -> list[tuple[Lead, bool]]:
+    """Several leads in one transaction, each as create_lead would store it; the team is
+    read once for all of them. Results keep the order of `batch`."""
+    wanted = [d.external_id for d in batch if d.external_id]
+    known: dict[str, Lead] = {}
+    if wanted:
+        found = await session.scalars(select(Lead).where(Lead.external_id.in_(wanted)))
+        known = {lead.external_id: lead for lead in found.all() if lead.external_id}
+    results: list[tuple[Lead, bool]] = []
+    fresh: list[Lead] = []
+    for data in batch:
+        if data.external_id and data.external_id in known:
+            results.append((known[data.external_id], False))
+            continue
+        lead = Lead(
+            company=data.company, contact=data.contact, phone=data.phone, email=data.email,
+            industry=data.industry, urgency=data.urgency, source=data.source, note=data.note,
+            external_id=data.external_id, status="new", origin=origin,
+            created_by_id=creator.id if creator else None, created_at=now, updated_at=now,
+        )
+        session.add(lead)
+        fresh.append(lead)
+        results.append((lead, True))
+        if data.external_id:
+            known[data.external_id] = lead  # the same id twice in one batch: first wins
+    if not fresh:
+        return results
+    await session.flush()  # one INSERT for the batch; the ids go on the cards
+    keeper = owner or (creator if creator is not None and creator.role == "rep" else None)
+    for lead in fresh:
+        audit(session, creator, "lead.create", "lead", lead.id, None,
+              {"origin": origin, "company": lead.company}, now)
         session.add(LeadStatusChange(lead_id=lead.id, from_status=None, to_status="new",
                                      actor_id=creator.id if creator else None, at=now))
-        await route_lead(session, rt, lead, now)
-    return lead, True
+        if keeper is not None:
+            # A lead a rep enters stays with that rep.
+            lead.assignee_id, lead.assigned_at, lead.accepted_at = keeper.id, now, now
+            set_status(session, lead, "accepted", now, creator, "自己录入")
+    if keeper is None:
+        await route_leads(session, rt, fresh, now)
+    return results

@@ -233,7 +233,7 @@ async def _colleague(ctx: Context, name: str) -> Member | None:
     if target.role != "rep":
         await ctx.reply(T_NOT_A_REP.format(name=target.name))
         return None
-    states, _ = await rep_states(ctx.session, ctx.rt, member_ids=[target.id])
+    states = (await rep_states(ctx.session, ctx.rt, member_ids=[target.id])).states
     why = unavailable_reason(states[0], ctx.now, ctx.settings.leads.hours, ctx.settings.zone)
     # Off duty is no reason to refuse a colleague's or manager's hand-over.
     if why and why != "不在班":

@@ -22,7 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -148,6 +148,8 @@ class Assignment(Base):
     why: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    # Set with the card before either is flushed: one INSERT each at commit.
+    card: Mapped[Card | None] = relationship(lazy="raise")
     offered_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
@@ -227,6 +229,7 @@ class Outgoing(Base):
     kind: Mapped[str] = mapped_column(String(12))
     payload: Mapped[dict[str, Any]] = mapped_column()
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    card: Mapped[Card | None] = relationship(lazy="raise")
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
     # pending → sending → sent | failed | folded
     state: Mapped[str] = mapped_column(String(10), default="pending")
