@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import RUNTIME
+from bot.batching import Batcher
 from bot.runtime import Runtime
 from config.settings import Settings
-from handlers.intake import URGENCIES, LeadInput, canonical_tag, create_lead
+from handlers.intake import URGENCIES, LeadInput, canonical_tag, create_leads
 from handlers.phones import PhoneError, parse_phone
 from storage.models import Lead, Member
 
@@ -47,7 +48,19 @@ T_NO_LEAD = "找不到线索 {id}"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+INTAKE = web.AppKey("intake", Batcher)
+
+
 def add_routes(app: web.Application) -> None:
+    rt = app[RUNTIME]
+    intake: Batcher[LeadInput, tuple[dict[str, Any], bool]] = Batcher(
+        lambda batch: _create_batch(rt, batch))
+    app[INTAKE] = intake
+
+    async def close_intake(_app: web.Application) -> None:
+        await intake.close()
+
+    app.on_cleanup.append(close_intake)
     app.middlewares.append(require_token)
     app.router.add_post(f"{PREFIX}/leads", post_lead)
     app.router.add_get(f"{PREFIX}/leads/{{id}}", get_lead)
@@ -159,12 +172,36 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
+async def _create_batch(
+    rt: Runtime, batch: list[LeadInput]
+) -> list[tuple[dict[str, Any], bool]]:
+    """Concurrent posts share one transaction; each lead is stored and routed as alone."""
+    async with rt.sessions() as session, session.begin():
+        results = await create_leads(session, rt, batch, rt.now(), origin="api")
+        names = await _assignee_names(session, [lead for lead, _ in results])
+        views = [(_view(lead, names), created) for lead, created in results]
+    if any(created for _, created in views):
+        rt.outbox.wake()
+    return views
+
+
+async def _assignee_names(session: AsyncSession, leads: list[Lead]) -> dict[int, str]:
+    ids = {lead.assignee_id for lead in leads if lead.assignee_id}
+    if not ids:
+        return {}
+    rows = await session.execute(select(Member.id, Member.name).where(Member.id.in_(ids)))
+    return dict(rows.all())
+
+
 async def lead_view(session: AsyncSession, lead: Lead) -> dict[str, Any]:
-    assignee = await session.get(Member, lead.assignee_id) if lead.assignee_id else None
+    return _view(lead, await _assignee_names(session, [lead]))
+
+
+def _view(lead: Lead, names: dict[int, str]) -> dict[str, Any]:
     return {
         "id": lead.id,
         "status": lead.status,
-        "assignee": assignee.name if assignee else None,
+        "assignee": names.get(lead.assignee_id) if lead.assignee_id else None,
         "similar": [],
         "company": lead.company,
         "contact": lead.contact,
@@ -194,9 +231,7 @@ async def post_lead(request: web.Request) -> web.Response:
     if data is None:
         return errors(422, *problems)
     try:
-        async with rt.sessions() as session, session.begin():
-            lead, created = await create_lead(session, rt, data, rt.now(), origin="api")
-            view = await lead_view(session, lead)
+        view, created = await request.app[INTAKE].submit(data)
     except IntegrityError:
         # Two posts with one external_id raced past the lookup: the first one won.
         known = await _known(rt, data.external_id) if data.external_id else None
@@ -204,8 +239,6 @@ async def post_lead(request: web.Request) -> web.Response:
             raise
         log.info("api lead %s: lost the race for its external_id", known["id"])
         view, created = known, False
-    if created:
-        rt.outbox.wake()
     log.info("api lead %s: %s, status %s", view["id"], "created" if created else "known",
              view["status"])
     return web.json_response(view, status=201 if created else 200, dumps=_dumps)

@@ -281,14 +281,15 @@ async def test_a_lost_unique_race_answers_200_with_the_winner(api, monkeypatch):
     status, winner = await post(api, LEAD | {"external_id": "race-1"})
     assert status == 201
 
-    async def insert_without_looking(session, rt, data, now, *, origin):
-        session.add(Lead(company=data.company, contact=data.contact, phone=data.phone,
-                         external_id=data.external_id, status="new", origin=origin,
-                         created_at=now, updated_at=now))
+    async def insert_without_looking(session, rt, batch, now, *, origin):
+        for data in batch:
+            session.add(Lead(company=data.company, contact=data.contact, phone=data.phone,
+                             external_id=data.external_id, status="new", origin=origin,
+                             created_at=now, updated_at=now))
         await session.flush()  # raises IntegrityError on the unique external_id
         raise AssertionError("the insert should have failed")
 
-    monkeypatch.setattr(bot.api, "create_lead", insert_without_looking)
+    monkeypatch.setattr(bot.api, "create_leads", insert_without_looking)
     status, body = await post(api, LEAD | {"external_id": "race-1", "company": "后来者"})
     assert (status, body) == (200, winner)
     assert await lead_count(api) == 1
