@@ -76,6 +76,19 @@ async def test_ten_concurrent_sends_fetch_one_token_kept_in_the_database(bot, fa
     assert row.app == "dingtalk:dingfakeclient0001" and row.token.startswith("dt")
 
 
+async def test_another_process_reuses_the_stored_token(aiohttp_client, db_url, fake):
+    bot = await start_bot(aiohttp_client, db_url, fake, connect=False,
+                          dingtalk={"mode": "http"})
+    assert (await channel_of(bot).deliver(text())).ok
+    other = DingTalkChannel(bot.app[RUNTIME])  # a second process: its own memory
+    await other.start(None)
+    try:
+        assert (await other.deliver(text())).ok
+    finally:
+        await other.stop()
+    assert fake.token_calls == 1 and len(fake.texts_to("wangfang")) == 2
+
+
 async def test_the_token_is_refreshed_before_it_expires(bot, fake):
     rt = bot.app[RUNTIME]
     assert (await channel_of(bot).deliver(text())).ok

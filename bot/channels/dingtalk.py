@@ -91,7 +91,7 @@ FLOW_CONTROL_RETRY = 60.0
 # Stream connection: ping and reconnect timings.
 PING_SECONDS = 30.0
 PING_TIMEOUT = 20.0
-RECONNECT_BASE = 1.0
+RECONNECT_BASE = 0.5
 RECONNECT_CAP = 60.0
 STABLE_SECONDS = 30.0  # a connection that lived this long resets the backoff
 MOVE_JITTER = 0.2  # seconds: spread of reconnects after a `disconnect` frame
