@@ -129,7 +129,7 @@ class Dispatcher:
             return await self._text(ctx)
         handler = self.kinds.get(event.kind)
         if handler is None:
-            if event.kind in ("enter", "location_report"):
+            if event.kind in ("enter", "location_report", "system"):
                 return "ignored"
             await ctx.reply(T_UNSUPPORTED)
             return "unsupported"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 EventKind = Literal[
     "text", "image", "voice", "video", "file", "location", "link",
-    "card_action", "enter", "location_report", "unsupported",
+    "card_action", "enter", "location_report", "system", "unsupported",
 ]
 
 

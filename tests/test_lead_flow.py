@@ -271,3 +271,11 @@ async def test_accepting_closes_the_copy_my_leads_sent_too(chat):
     await chat.click("王芳", copy.button("接受"), copy.card_id)
     assert (await chat.card(original.card_id)).buttons == []
     assert (await chat.card(copy.card_id)).status == "王芳 已于 12-02 10:00 接受"
+
+
+async def test_an_unsupported_message_is_answered_and_a_platform_event_is_not(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"})
+    await chat.event("王芳", kind="unsupported")
+    assert [m.text for m in await chat.inbox("王芳")] == ["暂不支持该类型消息。"]
+    await chat.event("王芳", kind="system")
+    assert await chat.inbox("王芳") == []

@@ -320,7 +320,7 @@ def test_card_click_event():
 def test_enter_agent_and_anything_else():
     fake = FakeWeCom()
     assert callback_event(fake.event_xml("lisi", "enter_agent", EventKey="")).kind == "enter"
-    assert callback_event(fake.event_xml("lisi", "subscribe")).kind == "unsupported"
+    assert callback_event(fake.event_xml("lisi", "subscribe")).kind == "system"
     assert callback_event(fake.message_xml("lisi", "miniprogram")).kind == "unsupported"
 
 

@@ -190,6 +190,10 @@ def _fill_event(event: Event, fields: Mapping[str, str]) -> None:
         event.response_code = fields.get("ResponseCode", "").strip() or None
     elif name == "enter_agent":
         event.kind = "enter"
+    else:
+        # A platform event nobody sent us on purpose (contact changes, menus, …): kept
+        # in the inbox, answered with nothing.
+        event.kind = "system"
 
 
 # ---- callback crypto -----------------------------------------------------------------
