@@ -18,7 +18,7 @@ from bot.outbox import OutboxWorker, outbox_depth
 from bot.router import Router
 from bot.runtime import Runtime
 from config.settings import Settings
-from storage.models import Lead
+from storage.models import Alert, Lead
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         async with rt.sessions() as session:
             await session.execute(text("SELECT 1"))
+            # Open alert episodes (credentials refused, …): visible even when the
+            # channel that would carry the alert to the admins is the broken one.
+            alerts = sorted((await session.scalars(select(Alert.key))).all())
     except Exception as exc:  # the database is the one thing health depends on
         log.warning("health check: database unreachable: %s", type(exc).__name__)
         return web.json_response({"status": "unavailable", "database": "down"}, status=503)
@@ -100,6 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok",
         "database": "up",
         "channels": sorted(rt.channels),
+        "alerts": alerts,
         "db_ms": round((time.perf_counter() - started) * 1000, 1),
     })
 

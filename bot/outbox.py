@@ -285,6 +285,9 @@ class OutboxWorker:
                 )
         return rows
 
+    # Limitation: with several processes on PostgreSQL, two passes may deliver to one
+    # recipient in the same minute, each counting only what was sent before it began;
+    # the budget of 25 under WeCom's 30 leaves room for that overlap, not for more.
     async def _recent_counts(
         self, session: AsyncSession, keys: list[tuple[str, str]], now: datetime
     ) -> dict[tuple[str, str], tuple[int, int, datetime | None, datetime | None]]:

@@ -11,7 +11,7 @@ async def test_healthz_answers_once_the_database_does(app_client):
     response = await app_client.get("/healthz")
     assert response.status == 200
     body = await response.json()
-    assert body["status"] == "ok" and body["database"] == "up"
+    assert body["status"] == "ok" and body["database"] == "up" and body["alerts"] == []
 
 
 async def test_metrics_show_outbox_depth_and_events(chat, app_client):

@@ -130,6 +130,8 @@ async def test_c04_wrong_credentials_alert_the_admins_once_and_do_not_loop(
         alerts = (await session.scalars(select(Alert.key))).all()
         told = await session.scalar(select(func.count()).select_from(Outgoing))
     assert alerts == ["wecom_credentials"] and told == 1
+    health = await (await bot.get("/healthz")).json()
+    assert health["alerts"] == ["wecom_credentials"]
 
 
 async def test_the_alert_closes_once_the_credentials_work_again(
