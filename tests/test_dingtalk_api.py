@@ -16,8 +16,10 @@ from bot.channels.dingtalk import CREDENTIALS_RETRY, GROUP_BLOCKED, DingTalkChan
 from bot.outbox import Markdown, enqueue_group
 from cards.model import Button, CardField, CardModel
 from storage.models import AccessToken, Alert, Outgoing
-from tests.fakes.dingtalk import TEMPLATE_ID, FakeDingTalk, start_bot
+from tests.fakes.dingtalk import TEMPLATE_ID, FakeDingTalk, loopback_only, start_bot  # noqa: F401
 from tests.harness import Chat
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 _ids = itertools.count(1)
 TEAMS = {"华南": {"dingtalk_open_conversation_id": "cidteam0001=="}}

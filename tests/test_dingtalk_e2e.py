@@ -9,8 +9,10 @@ import pytest
 
 from bot.app import RUNTIME
 from storage.models import Lead
-from tests.fakes.dingtalk import TEMPLATE_ID, FakeDingTalk, start_bot
+from tests.fakes.dingtalk import TEMPLATE_ID, FakeDingTalk, loopback_only, start_bot  # noqa: F401
 from tests.harness import Chat
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 GROUP = "cidteam0001=="
 ROSTER = [

@@ -11,8 +11,10 @@ from sqlalchemy import func, select
 from bot.app import RUNTIME
 from bot.channels.dingtalk import CallbackError, signature, verify
 from storage.models import InboundEvent, Member
-from tests.fakes.dingtalk import FakeDingTalk, start_bot
+from tests.fakes.dingtalk import FakeDingTalk, loopback_only, start_bot  # noqa: F401
 from tests.harness import WORKDAY_MORNING, Chat
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 SECRET = "fake-dingtalk-secret-0123456789"
 NOW_MS = int(WORKDAY_MORNING.timestamp() * 1000)

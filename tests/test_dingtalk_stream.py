@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import json
 import random
-import socket
 
 import pytest
 from sqlalchemy import func, select
@@ -15,8 +14,10 @@ from sqlalchemy import func, select
 from bot.app import RUNTIME
 from bot.channels.dingtalk import CARD_TOPIC, reconnect_delay
 from storage.models import FollowUp, InboundEvent, Lead
-from tests.fakes.dingtalk import FakeDingTalk, start_bot
+from tests.fakes.dingtalk import FakeDingTalk, loopback_only, start_bot  # noqa: F401
 from tests.harness import Chat
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 ROSTER = [
     {"name": "李经理", "role": "manager", "dingtalk_userid": "limanager"},
@@ -240,32 +241,8 @@ async def test_frames_sent_while_no_connection_is_open_arrive_after_the_reconnec
 # ---- nothing leaves loopback; nothing blocks the loop ------------------------------------
 
 
-@pytest.fixture
-def loopback_only(monkeypatch):
-    """Every socket connect is recorded; one to a non-loopback address fails the test.
-    The SDK's blocking `requests` calls fail outright."""
-    import requests
-
-    targets: list[str] = []
-    connect = socket.socket.connect
-
-    def guarded(self, address):
-        host = address[0] if isinstance(address, tuple) else str(address)
-        targets.append(host)
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            assert ipaddress.ip_address(host).is_loopback, f"connect to {host}"
-        return connect(self, address)
-
-    def no_requests(*args, **kwargs):
-        raise AssertionError("a blocking requests call from the SDK")
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    monkeypatch.setattr(requests.Session, "request", no_requests)
-    return targets
-
-
 async def test_the_sdk_client_stays_on_loopback_and_never_blocks(
-    loopback_only, aiohttp_client, sqlite_url, fake
+    loopback_only, aiohttp_client, sqlite_url, fake  # noqa: F811 - the fixture
 ):
     bot = await start_bot(aiohttp_client, sqlite_url, fake)
     chat = Chat(bot.app[RUNTIME])

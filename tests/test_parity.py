@@ -11,7 +11,10 @@ import pytest
 
 from bot.app import RUNTIME
 from tests.fakes import dingtalk, wecom
+from tests.fakes.dingtalk import loopback_only  # noqa: F401
 from tests.harness import Chat
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 ROSTER = [
     {"name": "李经理", "role": "manager", "id": "limanager"},

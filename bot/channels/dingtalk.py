@@ -818,8 +818,9 @@ class DingTalkChannel:
         A card callback's response could change the card at once; it stays empty, the
         card is changed by the outbox like any other update.
         """
-        frame_id = message.headers.message_id
         data = message.data if isinstance(message.data, dict) else {}
+        frame_id = message.headers.message_id or hashlib.sha256(
+            json.dumps(data, sort_keys=True).encode()).hexdigest()
         try:
             if topic == CARD_TOPIC:
                 event = card_event(data, key=f"card:{frame_id}")

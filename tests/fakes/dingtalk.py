@@ -12,9 +12,11 @@ Where the documents we could read name no error code, the fake uses one of its o
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import secrets
+import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
@@ -664,6 +667,31 @@ class FakeDingTalk:
 
 
 # ---- the bot wired to the fake (tests only) ----------------------------------------
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every socket connect is recorded, and one to a non-loopback address fails the
+    test; the SDK's blocking `requests` calls fail outright. Test modules import it and
+    use it for every test (`pytestmark`)."""
+    import requests
+
+    targets: list[str] = []
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = str(address[0])
+            targets.append(host)
+            assert ipaddress.ip_address(host).is_loopback, f"a connection to {host}"
+        connect(self, address)
+
+    def no_requests(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a blocking requests call (the SDK's own HTTP client)")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(requests.Session, "request", no_requests)
+    return targets
 
 
 async def start_bot(aiohttp_client: Any, db_url: str, fake: FakeDingTalk, *,
