@@ -259,3 +259,17 @@ async def test_the_sdk_client_stays_on_loopback_and_never_blocks(
     await chat.settle()
     assert len(fake.texts_to("manager1234")) == 1
     assert loopback_only and all(ipaddress.ip_address(t).is_loopback for t in loopback_only)
+
+
+async def test_proxy_settings_in_the_environment_are_not_followed(
+    monkeypatch, aiohttp_client, sqlite_url, fake
+):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    bot = await start_bot(aiohttp_client, sqlite_url, fake)
+    chat = Chat(bot.app[RUNTIME])
+    await chat.add_members(*ROSTER)
+    frame_id = await fake.push(fake.text("manager1234", "/帮助"))
+    assert (await fake.wait_acked(frame_id)).ack["code"] == 200

@@ -41,6 +41,7 @@ from dingtalk_stream.frames import Headers
 from dingtalk_stream.version import VERSION_STRING
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from websockets.version import version as WS_VERSION
 
 from bot.channels.base import Budget, Delivery, Parcel
 from bot.events import Event, EventKind, Mention
@@ -97,6 +98,11 @@ STABLE_SECONDS = 30.0  # a connection that lived this long resets the backoff
 MOVE_JITTER = 0.2  # seconds: spread of reconnects after a `disconnect` frame
 DRAIN_SECONDS = 10.0  # the gateway closes a connection 10 s after its `disconnect`
 MAX_PENDING_FRAMES = 500
+
+# websockets 15 and later follow HTTP(S)_PROXY by default: nothing may stand between us
+# and the gateway named in the settings. Older releases (the SDK accepts 11+) never use
+# a proxy and take no `proxy` argument.
+WS_OPTIONS: dict[str, Any] = {"proxy": None} if int(WS_VERSION.split(".")[0]) >= 15 else {}
 
 # Session-webhook answers (errcode) that mean "try again later" (PLATFORM-NOTES 3.3).
 WEBHOOK_BUSY = frozenset({-1, 88, 410100, 130101})
@@ -613,8 +619,9 @@ class StreamClient(DingTalkStreamClient):
         if status != 200 or not endpoint or not ticket:
             raise DingTalkUnavailable(f"connections/open answered HTTP {status} {_code(answer)}")
         return await websockets.connect(
-            f"{endpoint}?ticket={quote_plus(ticket)}", proxy=None, open_timeout=10,
+            f"{endpoint}?ticket={quote_plus(ticket)}", open_timeout=10,
             ping_interval=PING_SECONDS, ping_timeout=PING_TIMEOUT, max_size=4 * 1024 * 1024,
+            **WS_OPTIONS,
         )
 
     async def _route_address(self) -> str:
