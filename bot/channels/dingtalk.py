@@ -104,9 +104,6 @@ MAX_PENDING_FRAMES = 500
 # a proxy and take no `proxy` argument.
 WS_OPTIONS: dict[str, Any] = {"proxy": None} if int(WS_VERSION.split(".")[0]) >= 15 else {}
 
-# Session-webhook answers (errcode) that mean "try again later" (PLATFORM-NOTES 3.3).
-WEBHOOK_BUSY = frozenset({-1, 88, 410100, 130101})
-
 T_CREDENTIALS = (
     "钉钉应用凭证被拒绝（获取 accessToken 返回 {status} {code}），机器人暂时无法通过钉钉发消息。"
     "请检查 SALESBOT_DINGTALK__CLIENT_ID 和 SALESBOT_DINGTALK__CLIENT_SECRET。"
