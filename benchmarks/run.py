@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from benchmarks import bench_callbacks, bench_intake
+from benchmarks import bench_callbacks, bench_dingtalk, bench_intake
 
 
 def _check(name: str, ok: bool, figure: str) -> bool:
@@ -22,6 +22,9 @@ async def main() -> int:
     print("Intake (2,000 leads, 20 reps on duty, then delivery with the fake's limits)…",
           flush=True)
     results["intake"] = it = await bench_intake.run()
+    print("DingTalk Stream (2,000 frames a phase at 500/s; disconnect frame, then a drop)…",
+          flush=True)
+    results["dingtalk"] = dt = await bench_dingtalk.run()
     print(json.dumps(results, ensure_ascii=False, indent=2))
     print("\nTargets:")
     checks = [
@@ -45,6 +48,14 @@ async def main() -> int:
                it["fake_wecom"]["max_per_minute"] <= 25,
                f"most in any minute: {it['fake_wecom']['max_per_minute']}"),
     ]
+    for name, phase in dt["phases"].items():
+        checks.append(_check(
+            f"DingTalk {name}: ≥ 300 acks/s, p99 frame-to-ack < 1 s, loop lag p99 < 50 ms",
+            phase["acked_per_second"] >= 300 and phase["frame_to_ack_ms"]["p99"] < 1000
+            and phase["event_loop_lag_ms"]["p99_ms"] < 50,
+            f"{phase['acked_per_second']}/s, p99 {phase['frame_to_ack_ms']['p99']} ms, "
+            f"lag p99 {phase['event_loop_lag_ms']['p99_ms']} ms, re-opened in "
+            f"{phase['reopened_ms']} ms"))
     print(f"\nserver memory: callbacks {cb['server_rss_mb']} MiB (peak "
           f"{cb['server_peak_rss_mb']}), intake {it['server_rss_mb']} MiB (peak "
           f"{it['server_peak_rss_mb']})")
