@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.events import Event
+from bot.router import ROLE_NAMES
 from cards.model import CardModel
 from cards.text import render_text
 from storage.models import Card, Member, Outgoing
@@ -48,10 +49,6 @@ T_UPDATED = "（卡片已更新）"
 T_NO_BUTTONS = "最近的卡片已经没有可点的按钮了。"
 T_NO_SUCH_BUTTON = "最近的卡片没有按钮 [{n}]，请输入 1 到 {count} 之间的数字。"
 T_SLOW = "（机器人还在处理，回复稍后显示）"
-ROLE_NAMES = {
-    "rep": "销售", "manager": "经理", "admin": "管理员", "service": "客服",
-    "marketing": "市场",
-}
 
 
 # ---- what the console channel delivered -------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from bot.router import ROLE_NAMES
 from handlers.intake import LeadInput, create_lead
 from storage.models import Lead, Member
 
@@ -46,10 +47,6 @@ DEMO_LEADS = (
               note="老客户介绍", external_id="demo-3"),
 )
 
-ROLE_NAMES = {
-    "admin": "管理员", "manager": "经理", "rep": "销售", "service": "客服",
-    "marketing": "市场",
-}
 STATUS_NAMES = {"new": "待分配", "assigned": "待接受", "accepted": "已接受"}
 
 T_SKIPPED = "名单中已有 {n} 位成员，未载入演示数据。"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import Context
 from bot.events import Event
 from bot.outbox import new_ref
-from bot.router import Command, Router, normalize_text, split_command
+from bot.router import ROLE_NAMES, Command, Router, normalize_text, split_command
 from cards.model import parse_key
 from storage.models import InboundEvent, Member, Outgoing, PendingReply
 
@@ -32,10 +32,6 @@ T_NOT_UNDERSTOOD = "没看懂「{text}」。发送 /帮助 查看可用的命令
 T_UNSUPPORTED = "暂不支持该类型消息。"
 T_INACTIVE = "您在名单中的状态是「已离职」，无法使用机器人。如有疑问请联系管理员。"
 
-ROLE_NAMES = {
-    "rep": "销售", "manager": "经理", "admin": "管理员", "service": "客服",
-    "marketing": "市场",
-}
 
 ID_COLUMNS = {
     "wecom": Member.wecom_userid,

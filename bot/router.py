@@ -19,6 +19,11 @@ ActionHandler = Callable[["Context", str, "str | None"], Awaitable[None]]
 EventHandler = Callable[["Context"], Awaitable[None]]
 
 ALL_ROLES = frozenset({"rep", "manager", "admin", "service", "marketing"})
+# The roles as the team says them.
+ROLE_NAMES = {
+    "rep": "销售", "manager": "经理", "admin": "管理员", "service": "客服",
+    "marketing": "市场",
+}
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.console import Delivered, click_event, delivered_since, text_event
+from bot.router import ROLE_NAMES
 from cards.model import ACTIONS, parse_key
 from storage.models import Card, Member
 
@@ -40,10 +41,6 @@ MAX_WAIT = 25.0  # seconds a long poll may hold; below common proxy idle timeout
 MAX_ID = 2**53  # ids beyond this are no outbox row's
 POLL_SECONDS = 0.5  # the database is read again this often while a long poll waits
 
-ROLE_NAMES = {
-    "rep": "销售", "manager": "经理", "admin": "管理员", "service": "客服",
-    "marketing": "市场",
-}
 STATUS_NAMES = {"active": "在职", "leave": "休假", "left": "已离职"}
 
 T_BAD_JSON = "请求体不是合法的 JSON 对象。"

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
+from bot.router import ROLE_NAMES
 from handlers.intake import canonical_tag
 from handlers.phones import PhoneError, parse_phone
 from handlers.tabular import (
@@ -45,8 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROLES = {"rep": "销售", "manager": "经理", "admin": "管理员", "service": "客服",
-         "marketing": "市场"}
+ROLES = ROLE_NAMES
 STATUSES = {"active": "在职", "leave": "休假", "left": "离职"}
 CHANNELS = {"wecom": "企业微信", "dingtalk": "钉钉"}
 
