@@ -11,23 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import (
-    PYTHON,
-    bot_env,
-    free_port,
-    import_roster,
-    memory_mb,
-    percentile,
-    process,
-    wait_http,
-    write_roster,
-)
+from benchmarks.common import fake_stats, memory_mb, percentile, wecom_stack
 from tests.fakes.wecom import FakeWeCom
 
 MEMBERS = 200
@@ -121,49 +110,29 @@ def _backlog(db: Path) -> tuple[int, int]:
 
 
 async def run() -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="salesbot-bench-"))
-    db = work / "bench.db"
-    url_file = work / "fake.url"
-    port = free_port()
-    with process([PYTHON, "-m", "benchmarks.fake_wecom_server", str(url_file)],
-                 bot_env("", 0, ""), work / "fake.log"):
-        for _ in range(100):
-            if url_file.exists() and url_file.read_text():
-                break
-            await asyncio.sleep(0.1)
-        fake_url = url_file.read_text()
-        env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url)
-        roster = work / "roster.csv"
-        write_roster(roster, [
-            {"name": f"销售{n:03d}", "role": "rep", "wecom_userid": f"bench{n:04d}",
-             "team": "华南"} for n in range(MEMBERS)
-        ])
-        await asyncio.to_thread(import_roster, roster, env)
-        with process([PYTHON, "-m", "bot.cli", "serve"], env, work / "bot.log") as bot:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/healthz")
-            url = base + "/wecom/callback"
-            items = await asyncio.to_thread(_callbacks, RATE * SECONDS, 0)
-            warm = await asyncio.to_thread(_callbacks, 200, 900_000)
-            await closed_loop(url, warm[:200])
-            opened = await open_loop(url, items)
-            closed_items = await asyncio.to_thread(_callbacks, 30_000, 100_000)
-            closed = await closed_loop(url, closed_items)
-            started = time.monotonic()
-            while _backlog(db)[1] and time.monotonic() - started < 600:
-                await asyncio.sleep(1)
-            total, waiting = _backlog(db)
-            drain_s = time.monotonic() - started
-            rss, peak = memory_mb(bot.pid)
-            async with aiohttp.ClientSession() as http:
-                async with http.get(fake_url + "/_stats") as response:
-                    fake_stats = await response.json()
+    roster = [{"name": f"销售{n:03d}", "role": "rep", "wecom_userid": f"bench{n:04d}",
+               "team": "华南"} for n in range(MEMBERS)]
+    async with wecom_stack(roster) as stack:
+        url = stack.base + "/wecom/callback"
+        items = await asyncio.to_thread(_callbacks, RATE * SECONDS, 0)
+        warm = await asyncio.to_thread(_callbacks, 200, 900_000)
+        await closed_loop(url, warm)
+        opened = await open_loop(url, items)
+        closed_items = await asyncio.to_thread(_callbacks, 30_000, 100_000)
+        closed = await closed_loop(url, closed_items)
+        started = time.monotonic()
+        while _backlog(stack.db)[1] and time.monotonic() - started < 600:
+            await asyncio.sleep(1)
+        total, waiting = _backlog(stack.db)
+        drain_s = time.monotonic() - started
+        rss, peak = memory_mb(stack.bot.pid)
+        fake = await fake_stats(stack)
     return {
         "open_loop": opened, "closed_loop": closed,
         "events_recorded": total, "events_unprocessed": waiting,
         "backlog_drained_after_s": round(drain_s, 1),
         "server_rss_mb": round(rss, 1), "server_peak_rss_mb": round(peak, 1),
-        "fake_wecom": fake_stats,
+        "fake_wecom": fake,
     }
 
 

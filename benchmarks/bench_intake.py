@@ -11,24 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import (
-    API_TOKEN,
-    PYTHON,
-    bot_env,
-    free_port,
-    import_roster,
-    memory_mb,
-    percentile,
-    process,
-    wait_http,
-    write_roster,
-)
+from benchmarks.common import API_TOKEN, fake_stats, memory_mb, percentile, wecom_stack
 from tests.fakes.wecom import FakeWeCom
 
 REPS = 20
@@ -95,45 +83,25 @@ def _counts(db: Path) -> dict[str, int]:
 
 
 async def run() -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="salesbot-bench-"))
-    db = work / "intake.db"
-    url_file = work / "fake.url"
-    port = free_port()
-    with process([PYTHON, "-m", "benchmarks.fake_wecom_server", str(url_file)],
-                 bot_env("", 0, ""), work / "fake.log"):
-        for _ in range(100):
-            if url_file.exists() and url_file.read_text():
+    roster = [{"name": f"销售{n:02d}", "role": "rep", "wecom_userid": f"rep{n:02d}",
+               "team": "华南"} for n in range(REPS)]
+    async with wecom_stack(roster) as stack:
+        await _start_duty(stack.base + "/wecom/callback")
+        await asyncio.sleep(2)  # the duty replies go out before the leads arrive
+        posted = await _post_all(stack.base)
+        stored = _counts(stack.db)
+        started = time.monotonic()
+        while time.monotonic() - started < DELIVERY_TIMEOUT:
+            counts = _counts(stack.db)
+            if counts["cards_sent"] + counts["failed"] >= LEADS:
                 break
-            await asyncio.sleep(0.1)
-        fake_url = url_file.read_text()
-        env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url)
-        roster = work / "roster.csv"
-        write_roster(roster, [
-            {"name": f"销售{n:02d}", "role": "rep", "wecom_userid": f"rep{n:02d}",
-             "team": "华南"} for n in range(REPS)
-        ])
-        await asyncio.to_thread(import_roster, roster, env)
-        with process([PYTHON, "-m", "bot.cli", "serve"], env, work / "bot.log") as bot:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/healthz")
-            await _start_duty(base + "/wecom/callback")
-            await asyncio.sleep(2)  # the duty replies go out before the leads arrive
-            posted = await _post_all(base)
-            stored = _counts(db)
-            started = time.monotonic()
-            while time.monotonic() - started < DELIVERY_TIMEOUT:
-                counts = _counts(db)
-                if counts["cards_sent"] + counts["failed"] >= LEADS:
-                    break
-                await asyncio.sleep(2)
-            delivered_s = time.monotonic() - started
-            rss, peak = memory_mb(bot.pid)
-            async with aiohttp.ClientSession() as http:
-                async with http.get(fake_url + "/_stats") as response:
-                    fake_stats = await response.json()
+            await asyncio.sleep(2)
+        delivered_s = time.monotonic() - started
+        rss, peak = memory_mb(stack.bot.pid)
+        fake = await fake_stats(stack)
     return {
-        "post": posted, "after_post": stored, "after_delivery": _counts(db),
-        "delivery_seconds": round(delivered_s, 1), "fake_wecom": fake_stats,
+        "post": posted, "after_post": stored, "after_delivery": _counts(stack.db),
+        "delivery_seconds": round(delivered_s, 1), "fake_wecom": fake,
         "server_rss_mb": round(rss, 1), "server_peak_rss_mb": round(peak, 1),
     }
 

@@ -10,8 +10,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -105,3 +108,41 @@ def write_roster(path: Path, rows: list[dict[str, str]]) -> None:
 def import_roster(path: Path, env: dict[str, str]) -> None:
     subprocess.run([PYTHON, "-m", "bot.cli", "team", "import", str(path)], env=env,
                    check=True, cwd=ROOT, capture_output=True)
+
+
+@dataclass
+class Stack:
+    """`salesbot serve` on SQLite with its WeCom channel on the fake, both running."""
+
+    work: Path
+    db: Path
+    base: str
+    fake_url: str
+    bot: subprocess.Popen[bytes]
+
+
+@asynccontextmanager
+async def wecom_stack(roster_rows: list[dict[str, str]]) -> AsyncIterator[Stack]:
+    work = Path(tempfile.mkdtemp(prefix="salesbot-bench-"))
+    db, url_file, port = work / "bench.db", work / "fake.url", free_port()
+    fake_args = [PYTHON, "-m", "benchmarks.fake_wecom_server", str(url_file)]
+    with process(fake_args, bot_env("", 0, ""), work / "fake.log"):
+        for _ in range(100):
+            if url_file.exists() and url_file.read_text():
+                break
+            await asyncio.sleep(0.1)
+        fake_url = url_file.read_text()
+        env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url)
+        roster = work / "roster.csv"
+        write_roster(roster, roster_rows)
+        await asyncio.to_thread(import_roster, roster, env)
+        with process([PYTHON, "-m", "bot.cli", "serve"], env, work / "bot.log") as bot:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base + "/healthz")
+            yield Stack(work, db, base, fake_url, bot)
+
+
+async def fake_stats(stack: Stack) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.fake_url + "/_stats") as response:
+            return await response.json()
