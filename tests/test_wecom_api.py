@@ -355,3 +355,29 @@ async def test_addresses_come_from_the_roster_and_the_team_settings(
 
 async def test_without_any_webhook_a_team_has_no_wecom_group(bot):
     assert channel_of(bot).group_address("华南") is None
+
+
+async def test_an_untrusted_ip_keeps_the_message_and_tells_the_admins_once(
+    aiohttp_client, sqlite_url, fake
+):
+    bot = await start_bot(aiohttp_client, sqlite_url, fake)
+    rt = bot.app[RUNTIME]
+    await Chat(rt).add_members({"name": "管理员甲", "role": "admin", "wecom_userid": "admin1"})
+    fake.fail_next(2, errcode=60020)
+    for _ in range(2):
+        delivery = await channel_of(bot).deliver(text())
+        assert not delivery.ok and delivery.retry_after == 300 and "60020" in delivery.error
+    async with rt.sessions() as session:
+        alerts = (await session.scalars(select(Alert.key))).all()
+        told = (await session.scalars(select(Outgoing.payload))).all()
+    assert alerts == ["wecom_setup"] and len(told) == 1 and "企业可信IP" in told[0]["text"]
+    assert (await channel_of(bot).deliver(text())).ok  # fixed: the next send goes through
+    async with rt.sessions() as session:
+        assert (await session.scalars(select(Alert.key))).all() == []
+
+
+async def test_an_unknown_error_code_is_retried_not_dropped(aiohttp_client, sqlite_url, fake):
+    bot = await start_bot(aiohttp_client, sqlite_url, fake)
+    fake.fail_next(errcode=12345)
+    delivery = await channel_of(bot).deliver(text())
+    assert not delivery.ok and delivery.retry_after == 30

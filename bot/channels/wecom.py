@@ -58,9 +58,20 @@ BUSY = frozenset({-1})
 TOKEN_REFUSED = frozenset({40014, 42001})
 THROTTLED = frozenset({45009, 45033})
 TASK_EXISTS = 42014
+# The app's setup, fixed by an admin: 60020 the calling IP is not a trusted IP
+# (企业可信IP), 48002 the API is not allowed, 60011 no privilege, 301002 agentid.
+SETUP = frozenset({60020, 48002, 60011, 301002, 40056})
+SETUP_ALERT_KEY = "wecom_setup"
+# A message that can never be delivered as it is.
+UNDELIVERABLE = frozenset({81013, 93000, 40008, 44004, 45002, 40003, 40031})
 ALL_INVALID = 81013
 BAD_WEBHOOK = 93000
 
+T_SETUP = (
+    "企业微信拒绝了机器人的发送请求（错误码 {code}），消息暂存待发。"
+    "常见原因是未把服务器出口 IP 加入应用的「企业可信IP」，或应用未开通相应权限。"
+    "修正后消息会自动补发。"
+)
 T_CREDENTIALS = (
     "企业微信应用凭证被拒绝（gettoken 返回错误码 {code}），机器人暂时无法通过企业微信发消息。"
     "请检查 SALESBOT_WECOM__CORP_ID、SALESBOT_WECOM__SECRET 及应用的可信 IP 设置。"
@@ -391,12 +402,22 @@ def _ids(value: Any) -> list[str]:
 
 
 def _failure(code: int, answer: Mapping[str, Any]) -> Delivery:
+    """What to do about an error answer: retry soon, later, or never.
+
+    Only a message that can never be delivered is given up at once (no such member,
+    a malformed message); an unknown code is retried with backoff like a busy one, and a
+    setup error waits for the admins to fix it (deliver() alerts them).
+    """
     message = f"errcode {code}: {str(answer.get('errmsg', ''))[:120]}"
     if code in BUSY or code in TOKEN_REFUSED:
         return Delivery.retry(message)
     if code in THROTTLED:
         return Delivery.retry(message, after=60)
-    return Delivery.failed(message)
+    if code in SETUP:
+        return Delivery.retry(message, after=CREDENTIALS_RETRY)
+    if code in UNDELIVERABLE:
+        return Delivery.failed(message)
+    return Delivery.retry(message, after=30)
 
 
 class WeComChannel:
@@ -410,6 +431,7 @@ class WeComChannel:
                 and settings.aes_key):
             raise ValueError("the WeCom channel needs corp_id, agent_id, secret, token, aes_key")
         self.rt = rt
+        self._setup_refused = False
         self.corp_id = settings.corp_id
         self.agent_id = settings.agent_id
         self._secret = settings.secret
@@ -455,7 +477,8 @@ class WeComChannel:
             body = self._message(parcel)
             if body is None:
                 return Delivery.failed(f"cannot send a {parcel.kind} parcel on WeCom")
-            return self._judge_send(parcel, await self._api(SEND, body))
+            return await self._alert_on_setup(self._judge_send(parcel, await self._api(SEND,
+                                                                                      body)))
         except CredentialsRefused as exc:
             return await self._credentials_refused(exc)
         except WeComUnavailable as exc:
@@ -567,7 +590,13 @@ class WeComChannel:
         }
         answer = await self._api(UPDATE_CARD, body)
         code = _code(answer)
-        return Delivery.sent() if code == 0 else _failure(code, answer)
+        if code == 0:
+            return Delivery.sent()
+        failure = _failure(code, answer)
+        if code not in BUSY | THROTTLED | TOKEN_REFUSED:
+            # A spent or expired response code will not work on a retry either.
+            return Delivery.failed(failure.error or f"errcode {code}")
+        return failure
 
     async def _to_group(self, parcel: Parcel) -> Delivery:
         """A team message through the group robot's webhook (docs 91770, 99398)."""
@@ -583,6 +612,23 @@ class WeComChannel:
         if code == BAD_WEBHOOK:
             return Delivery.failed(f"errcode {code}: the group robot's webhook key is invalid")
         return _failure(code, answer)
+
+    async def _alert_on_setup(self, delivery: Delivery) -> Delivery:
+        code = delivery.error.split(":", 1)[0].removeprefix("errcode ") if delivery.error else ""
+        if not delivery.ok and code.lstrip("-").isdigit() and int(code) in SETUP:
+            log.error("wecom refused the app's setup: errcode %s", code)
+            self._setup_refused = True
+            try:
+                async with self.rt.sessions() as session, session.begin():
+                    await alert_admins(session, self.rt, SETUP_ALERT_KEY,
+                                       T_SETUP.format(code=code))
+            except Exception:
+                log.exception("could not raise the wecom setup alert")
+        elif delivery.ok and self._setup_refused:
+            self._setup_refused = False
+            async with self.rt.sessions() as session, session.begin():
+                await resolve(session, SETUP_ALERT_KEY)
+        return delivery
 
     async def _credentials_refused(self, exc: CredentialsRefused) -> Delivery:
         log.error("wecom gettoken refused the credentials: errcode %s", exc.code)
