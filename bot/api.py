@@ -165,7 +165,9 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except ValueError:  # a decoding error of the bytes is a ValueError too
+        # A lone surrogate (\ud800) is valid JSON but no text: it cannot be stored.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # bad bytes and bad surrogates are ValueErrors
         return errors(400, ("body", T_NOT_JSON))
     if not isinstance(body, dict):
         return errors(400, ("body", T_NOT_OBJECT))

@@ -44,6 +44,7 @@ POLL_SECONDS = 0.5  # the database is read again this often while a long poll wa
 STATUS_NAMES = {"active": "在职", "leave": "休假", "left": "已离职"}
 
 T_BAD_JSON = "请求体不是合法的 JSON 对象。"
+T_LOCAL_ONLY = "模拟器只对本机开放（设置 SALESBOT_SIM__ENABLED=true 可对外开放）。"
 T_NO_MEMBER = "名单中没有这位成员。"
 T_MEMBER_REQUIRED = "请指定成员（member：编号或姓名）。"
 T_TEXT_REQUIRED = "消息不能为空。"
@@ -62,12 +63,46 @@ CLOSING = web.AppKey("sim_closing", asyncio.Event)
 def add_routes(app: web.Application) -> None:
     app[CLOSING] = asyncio.Event()
     app.on_shutdown.append(_closing)
-    app.router.add_get("/sim", page)
-    app.router.add_get("/sim/static/{name}", static_file)
-    app.router.add_get("/sim/api/members", members)
-    app.router.add_get("/sim/api/messages", messages)
-    app.router.add_post("/sim/api/say", say)
-    app.router.add_post("/sim/api/click", click)
+    explicit = _runtime_of(app).settings.sim.enabled is True
+    guard = (lambda handler: handler) if explicit else _local_only
+    app.router.add_get("/sim", guard(page))
+    app.router.add_get("/sim/static/{name}", guard(static_file))
+    app.router.add_get("/sim/api/members", guard(members))
+    app.router.add_get("/sim/api/messages", guard(messages))
+    app.router.add_post("/sim/api/say", guard(say))
+    app.router.add_post("/sim/api/click", guard(click))
+
+
+FORWARDED = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
+
+
+def _local_only(handler: Any) -> Any:
+    """Served only to this machine: a bot behind a reverse proxy on 127.0.0.1 still
+    listens on loopback, so a forwarded request means someone from outside."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        remote = request.remote or ""
+        if any(h in request.headers for h in FORWARDED) or not _is_loopback(remote):
+            return _error(403, T_LOCAL_ONLY)
+        return await handler(request)
+
+    return guarded
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _runtime_of(app: web.Application):  # noqa: ANN202 - bot.app imports this module lazily
+    from bot.app import RUNTIME
+
+    return app[RUNTIME]
 
 
 async def _closing(app: web.Application) -> None:
@@ -174,7 +209,7 @@ async def _find_member(request: web.Request, value: Any) -> Member | web.Respons
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return _error(400, T_BAD_JSON)
     if not isinstance(body, dict):
         return _error(400, T_BAD_JSON)

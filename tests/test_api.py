@@ -293,3 +293,10 @@ async def test_a_lost_unique_race_answers_200_with_the_winner(api, monkeypatch):
     status, body = await post(api, LEAD | {"external_id": "race-1", "company": "后来者"})
     assert (status, body) == (200, winner)
     assert await lead_count(api) == 1
+
+
+@pytest.mark.parametrize("raw", ['{"company": "\\ud800x"}', "[" * 100_000 + "]" * 100_000])
+async def test_broken_text_and_deep_nesting_are_400_not_a_crash(api, raw):
+    response = await api.post("/api/v1/leads", data=raw.encode(), headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["errors"][0]["field"] == "body"

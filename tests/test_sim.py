@@ -186,3 +186,22 @@ async def test_the_simulator_is_absent_when_disabled(aiohttp_client, settings_wi
     assert (await client.get("/sim")).status == 404
     assert (await client.get("/sim/api/members")).status == 404
     assert client.app[RUNTIME] is not None
+
+
+async def test_a_request_forwarded_by_a_proxy_is_refused(app_client, chat):
+    await _demo(chat)
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "Host": "crm.example.com"}
+    for method, path in (("get", "/sim"), ("get", "/sim/api/members"),
+                         ("post", "/sim/api/say")):
+        response = await getattr(app_client, method)(path, headers=forwarded,
+                                                      json={"member": "王芳", "text": "x"})
+        assert response.status == 403, path
+    assert (await app_client.get("/sim/api/members")).status == 200
+
+
+async def test_deeply_nested_json_is_a_400_not_a_crash(app_client, chat):
+    await _demo(chat)
+    body = "[" * 100_000 + "]" * 100_000
+    response = await app_client.post("/sim/api/say", data=body,
+                                     headers={"Content-Type": "application/json"})
+    assert response.status == 400
