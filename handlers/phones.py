@@ -48,6 +48,8 @@ def parse_phone(raw: str) -> Phone:
     if not _ALLOWED.match(text):
         raise PhoneError("号码含有无法识别的字符")
     digits = re.sub(r"\D", "", text)
+    if text.lstrip("( ").startswith(("+", "00")) and not digits.startswith(("86", "0086")):
+        raise PhoneError("仅支持中国大陆的号码（+86）")
     international = False
     if digits.startswith("0086"):
         digits, international = digits[4:], True
@@ -63,6 +65,15 @@ def parse_phone(raw: str) -> Phone:
         return Phone(digits, "mobile")
     if _LANDLINE.match(digits):
         return Phone(digits, "landline", extension)
+    head, dash, tail = text.rpartition("-")
+    if dash and extension is None and tail.strip().isdigit() and len(tail.strip()) <= 6:
+        # 0755-12345678-801: the extension after a last dash, as we store it.
+        try:
+            landline = parse_phone(head)
+        except PhoneError:
+            landline = None
+        if landline is not None and landline.kind == "landline":
+            return Phone(landline.number, "landline", tail.strip())
     if digits.startswith("1") and len(digits) != 11:
         raise PhoneError(f"手机号应为11位，这里是{len(digits)}位")
     raise PhoneError("不是有效的手机号或带区号的座机号")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.phones import PhoneError, mask_phone, mask_phones_in, parse_phone
+from handlers.phones import PhoneError, mask_phone, mask_phones_in, normalize_phone, parse_phone
 
 MOBILES = [
     "+86 138-0000-0000",
@@ -90,3 +90,18 @@ def test_masking_for_groups_and_logs():
     assert mask_phone("01012345678") == "010****5678"
     assert mask_phone(None) == ""
     assert mask_phones_in("客户 13800005678 已联系") == "客户 138****5678 已联系"
+
+
+@pytest.mark.parametrize(("raw", "stored"), [
+    ("0755-12345678-801", "075512345678-801"),
+    ("+86-755-12345678-801", "075512345678-801"),
+    ("075512345678-801", "075512345678-801"),
+    ("0755-1234-5678", "075512345678"),
+])
+def test_an_extension_after_the_last_dash(raw, stored):
+    assert normalize_phone(raw) == stored
+
+
+def test_a_number_abroad_is_refused_not_read_as_a_mobile():
+    with pytest.raises(PhoneError, match="仅支持中国大陆"):
+        parse_phone("+1 415 555 0100")
