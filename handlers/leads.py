@@ -49,6 +49,7 @@ T_RECORD_USAGE = "用法：记录 [公司或线索号] 跟进内容，例如：�
 T_RECORD_NO_LEAD = "您目前没有可以登记跟进的线索。先接受一条线索，或写明线索号：记录 12 内容"
 T_RECORD_NOT_ACCEPTED = "线索 #{id} 还没有接受，请先在卡片上点「接受」。"
 T_RECORDED = "已记录到线索 #{id}（{company}）。"
+T_RECORD_NOT_YOURS = "线索 #{id} 不在您或您团队的名下，不能登记跟进。"
 T_MY_LEADS_EMPTY = "您目前没有进行中的线索。"
 T_MY_LEADS_HEAD = "您的进行中线索（{n} 条）："
 T_MY_LEADS_MORE = "卡片只显示前 {n} 条待接受的线索；其余可回复「接受 线索号」。"
@@ -290,7 +291,12 @@ async def reassign_click(ctx: Context, object_id: str, option: str | None) -> No
     if not await _can_direct(ctx):
         return
     lead = await _lead(ctx, object_id)
-    if lead is None or lead.status in ("converted", "lost"):
+    card = None
+    if ctx.event.card_ref:
+        card = await ctx.session.scalar(select(Card).where(Card.ref == ctx.event.card_ref))
+    waiting = lead is not None and lead.status == "new" and lead.assignee_id is None
+    if not waiting or (card is not None and card.state == "closed"):
+        # The lead was decided meanwhile (by another manager, /转派, or the queue).
         await ctx.reply(T_STALE.format(id=object_id))
         ctx.outcome = "stale"
         return
@@ -300,7 +306,13 @@ async def reassign_click(ctx: Context, object_id: str, option: str | None) -> No
 
 @router.reply("reassign")
 async def reassign_reply(ctx: Context, text: str) -> None:
-    await _reassign(ctx, await _pending_object(ctx), text)
+    lead_id = await _pending_object(ctx)
+    lead = await ctx.session.get(Lead, lead_id)
+    if lead is None or lead.status != "new" or lead.assignee_id is not None:
+        await ctx.clear_expectation()
+        await ctx.reply(T_STALE.format(id=lead_id))
+        return
+    await _reassign(ctx, lead_id, text)
 
 
 @router.command("转派", roles={"manager", "admin"}, usage=T_REASSIGN_USAGE,
@@ -352,15 +364,13 @@ async def _target_lead(ctx: Context, args: str) -> tuple[Lead | None, str]:
     first, _, rest = args.partition(" ")
     mine = select(Lead).where(Lead.assignee_id == ctx.member.id)
     if first.lstrip("#").isdigit() and rest:
-        lead = await ctx.session.get(Lead, int(first.lstrip("#")))
-        if lead is not None:
-            return lead, rest.strip()
-    if rest:
+        return await ctx.session.get(Lead, int(first.lstrip("#"))), rest.strip()
+    if rest and len(first) >= 2:
         lead = await ctx.session.scalar(
             mine.where(Lead.company.contains(first), Lead.status.in_(("accepted", "contacted")))
             .order_by(Lead.id.desc()).limit(1)
         )
-        if lead is not None and len(first) >= 2:
+        if lead is not None:
             return lead, rest.strip()
     lead = await ctx.session.scalar(
         mine.where(Lead.status.in_(("accepted", "contacted")))
@@ -370,6 +380,17 @@ async def _target_lead(ctx: Context, args: str) -> tuple[Lead | None, str]:
     return lead, args
 
 
+async def _may_record(ctx: Context, lead: Lead) -> bool:
+    """Reps log on their own leads, managers on their reps' leads; service and marketing
+    attach interactions to any lead."""
+    if ctx.member.role in ("service", "marketing") or lead.assignee_id == ctx.member.id:
+        return True
+    if ctx.member.role == "manager" and lead.assignee_id is not None:
+        owner = await ctx.session.get(Member, lead.assignee_id)
+        return owner is not None and owner.manager_id == ctx.member.id
+    return False
+
+
 @router.command("记录", roles={"rep", "manager", "service", "marketing"}, usage=T_RECORD_USAGE,
                 summary="记录 [公司或线索号] 内容：登记一次跟进")
 async def record(ctx: Context, args: str) -> None:
@@ -377,16 +398,23 @@ async def record(ctx: Context, args: str) -> None:
         await ctx.reply(T_RECORD_USAGE)
         return
     lead, content = await _target_lead(ctx, args)
+    named = args.split(" ", 1)[0].lstrip("#")
+    if lead is None and named.isdigit() and " " in args:
+        await ctx.reply(T_NO_LEAD.format(id=named))
+        return
     if lead is None:
         await ctx.reply(T_RECORD_NO_LEAD)
+        return
+    if not await _may_record(ctx, lead):
+        await ctx.reply(T_RECORD_NOT_YOURS.format(id=lead.id))
+        ctx.outcome = "not_allowed"
         return
     if lead.assignee_id == ctx.member.id and lead.status == "assigned":
         await ctx.reply(T_RECORD_NOT_ACCEPTED.format(id=lead.id))
         return
     kind = "note" if ctx.member.role == "rep" else "interaction"
-    event_id = None
     ctx.session.add(FollowUp(lead_id=lead.id, member_id=ctx.member.id, kind=kind,
-                             content=content, event_id=event_id, at=ctx.now))
+                             content=content, at=ctx.now))
     lead.last_activity_at = ctx.now
     if lead.status == "accepted" and ctx.member.id == lead.assignee_id:
         lead.contacted_at = ctx.now

@@ -279,3 +279,31 @@ async def test_an_unsupported_message_is_answered_and_a_platform_event_is_not(ch
     assert [m.text for m in await chat.inbox("王芳")] == ["暂不支持该类型消息。"]
     await chat.event("王芳", kind="system")
     assert await chat.inbox("王芳") == []
+
+
+async def test_record_on_someone_elses_lead_or_an_unknown_number_is_refused(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("接受"), card.card_id)
+    [reply] = await chat.say("赵强", f"记录 #{lead_id} 我也打过电话")
+    assert reply.text == f"线索 #{lead_id} 不在您或您团队的名下，不能登记跟进。"
+    [reply] = await chat.say("王芳", "记录 99999 已联系")
+    assert reply.text == "没有找到线索 #99999。"
+    [reply] = await chat.say("李经理", f"记录 {lead_id} 经理陪同拜访")
+    assert reply.text == f"已记录到线索 #{lead_id}（深圳示例科技有限公司）。"
+    assert (await _lead(chat, lead_id)).status == "accepted"  # a manager's note is no contact
+
+
+async def test_a_reassign_card_is_stale_once_the_lead_is_taken(chat):
+    await chat.add_members(*ROSTER, {"name": "孙磊", "role": "rep", "manager": "李经理"})
+    lead_id = await _post_lead(chat)
+    for rep in ("王芳", "赵强", "孙磊"):
+        [card] = await chat.inbox(rep)
+        await chat.click(rep, card.button("拒绝"), card.card_id)
+        await chat.say(rep, "不熟悉")
+    decide = [m for m in await chat.inbox("李经理") if m.card is not None][0]
+    await chat.say("李经理", f"/转派 {lead_id} 赵强")
+    [reply] = await chat.click("李经理", decide.button("指派"), decide.card_id)
+    assert "卡片已经失效" in reply.text
+    assert (await _lead(chat, lead_id)).assignee_id == 3
