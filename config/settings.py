@@ -12,13 +12,26 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel as _BaseModel
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class BaseModel(_BaseModel):
+    """A settings group: a misspelt key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value or ""):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 class SettingsError(Exception):
@@ -131,7 +144,7 @@ def _all_or_nothing(name: str, model: BaseModel, required: tuple[str, ...]) -> N
 
 class WeComSettings(BaseModel):
     corp_id: str | None = None
-    agent_id: int | None = None
+    agent_id: int | None = Field(None, ge=1)
     secret: str | None = None
     token: str | None = None
     aes_key: str | None = None
@@ -139,6 +152,23 @@ class WeComSettings(BaseModel):
     group_webhook: str | None = None
     per_minute: int = Field(25, ge=1, le=30)
     per_hour: int = Field(900, ge=1, le=1000)
+
+    @field_validator("api_base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("group_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
+
+    @field_validator("corp_id", "secret", "token")
+    @classmethod
+    def _no_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
     @field_validator("aes_key")
     @classmethod
@@ -196,6 +226,11 @@ class OutboxSettings(BaseModel):
 class TeamChannel(BaseModel):
     wecom_webhook: str | None = None
     dingtalk_open_conversation_id: str | None = None
+
+    @field_validator("wecom_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
 
 
 class Settings(BaseSettings):

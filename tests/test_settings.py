@@ -81,3 +81,24 @@ def test_serve_stops_at_start_up_with_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("salesbot: invalid settings: SALESBOT_WECOM")
+
+
+def test_a_misspelt_setting_is_refused_not_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("SALESBOT_LEADS__NOSUCH", "1")
+    with pytest.raises(SettingsError, match="SALESBOT_LEADS__NOSUCH: unknown setting"):
+        load_settings()
+    monkeypatch.delenv("SALESBOT_LEADS__NOSUCH")
+    config = tmp_path / "s.toml"
+    config.write_text('[teams."华南"]\nwecom_webhok = "http://127.0.0.1:1/x"\n', "utf-8")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SALESBOT_WECOM__API_BASE", "ftp://example"),
+    ("SALESBOT_WECOM__GROUP_WEBHOOK", "not a url"),
+])
+def test_urls_must_be_http(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match="http:// or https://"):
+        load_settings()
