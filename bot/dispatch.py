@@ -58,6 +58,10 @@ class Dispatcher:
             self.kinds.update(router.kinds)
             self.replies.update(router.replies)
 
+        # Prefixes tried longest first; one-letter names ("?") only match alone.
+        self._by_length = sorted((n for n in self.commands if len(n) >= 2), key=len,
+                                 reverse=True)
+
     def commands_for(self, role: str) -> list[Command]:
         seen: list[Command] = []
         for command in self.commands.values():
@@ -142,24 +146,30 @@ class Dispatcher:
         return ctx.outcome
 
     async def _text(self, ctx: Context) -> str:
+        """A command by its word; else the answer the bot waits for; else a command typed
+        without a space; else "not understood"."""
         text = normalize_text(ctx.event.text)
         word, args = split_command(text)
-        command = self.commands.get(word)
-        if command is None and not text:
-            command = self.commands.get("帮助")
-        if command is not None:
-            if ctx.member.role not in command.roles:
-                roles = "、".join(ROLE_NAMES[r] for r in ROLE_NAMES if r in command.roles)
-                await ctx.reply(T_NOT_ALLOWED.format(command=command.names[0], roles=roles))
-                return "not_allowed"
-            await command.handler(ctx, args)
-            return ctx.outcome
-        pending = await ctx.session.get(PendingReply, ctx.member.id)
-        if pending is not None and pending.kind in self.replies:
-            await self.replies[pending.kind](ctx, text)
-            return ctx.outcome
-        await ctx.reply(T_NOT_UNDERSTOOD.format(text=text[:30]))
-        return "not_understood"
+        command = self.commands.get(word) or (self.commands["帮助"] if not text else None)
+        if command is None:
+            pending = await ctx.session.get(PendingReply, ctx.member.id)
+            if pending is not None and pending.kind in self.replies:
+                await self.replies[pending.kind](ctx, text)
+                return ctx.outcome
+            # Chinese is typed without spaces: 记录已报价, 请假到2026-12-10, 转给王二.
+            name = next((n for n in self._by_length if word.startswith(n)), None)
+            if name is not None:
+                command = self.commands[name]
+                args = text.lstrip("/").lstrip()[len(name):].strip()
+        if command is None:
+            await ctx.reply(T_NOT_UNDERSTOOD.format(text=text[:30]))
+            return "not_understood"
+        if ctx.member.role not in command.roles:
+            roles = "、".join(ROLE_NAMES[r] for r in ROLE_NAMES if r in command.roles)
+            await ctx.reply(T_NOT_ALLOWED.format(command=command.names[0], roles=roles))
+            return "not_allowed"
+        await command.handler(ctx, args)
+        return ctx.outcome
 
     async def _tell_stranger(self, session: AsyncSession, event: Event) -> None:
         """Tell someone not on the roster who can add them (reply on the same channel)."""

@@ -75,12 +75,13 @@ class Router:
 
 
 _SPACES = re.compile(r"\s+")
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff]")  # zero-width and direction marks
 _MENTION = re.compile(r"^@\S+\s*")
 
 
 def normalize_text(text: str, bot_names: tuple[str, ...] = ()) -> str:
     """NFKC (full-width to half-width), mentions of the bot removed, spaces collapsed."""
-    text = unicodedata.normalize("NFKC", text).replace("\u3000", " ")
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).replace("\u3000", " ")
     for name in sorted(bot_names, key=len, reverse=True):
         text = text.replace("@" + name, " ")
     return _SPACES.sub(" ", text).strip()

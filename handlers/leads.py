@@ -327,7 +327,11 @@ async def reassign_command(ctx: Context, args: str) -> None:
 
 async def _reassign(ctx: Context, lead_id: int, name: str) -> None:
     lead = await ctx.session.get(Lead, lead_id)
-    if lead is None or lead.status in ("converted", "lost"):
+    if lead is None:
+        await ctx.clear_expectation()
+        await ctx.reply(T_NO_LEAD.format(id=lead_id))
+        return
+    if lead.status in ("converted", "lost"):
         await ctx.clear_expectation()
         await ctx.reply(T_STALE.format(id=lead_id))
         return

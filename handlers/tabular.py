@@ -324,7 +324,8 @@ def cell_text(value: CellValue) -> str | None:
 
 
 _DIGITS = re.compile(r"\d+")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Written out in digits: "1e2" in a text cell is no whole number anyone typed on purpose.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def whole_number(value: CellValue, *, limit: int = 1_000_000) -> int | None:

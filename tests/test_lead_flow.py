@@ -307,3 +307,22 @@ async def test_a_reassign_card_is_stale_once_the_lead_is_taken(chat):
     [reply] = await chat.click("李经理", decide.button("指派"), decide.card_id)
     assert "卡片已经失效" in reply.text
     assert (await _lead(chat, lead_id)).assignee_id == 3
+
+
+async def test_commands_typed_without_a_space_or_with_invisible_marks(chat):
+    await chat.add_members({"name": "王芳", "role": "rep"}, {"name": "李经理", "role": "manager"})
+    [reply] = await chat.say("王芳", "/请假到2026-12-10")
+    assert reply.text.startswith("已登记请假到 2026-12-10")
+    [reply] = await chat.say("王芳", "\u200b/销假")
+    assert reply.text == "已销假，欢迎回来！"
+    [reply] = await chat.say("李经理", "/转派 999 王芳")
+    assert reply.text == "没有找到线索 #999。"
+
+
+async def test_a_decline_reason_that_starts_like_a_command_is_still_the_reason(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("拒绝"), card.card_id)
+    [reply, *_] = await chat.say("王芳", "接受不了这么远的客户")
+    assert reply.text == f"已拒绝线索 #{lead_id}，原因：接受不了这么远的客户。线索将转给其他同事。"

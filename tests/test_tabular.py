@@ -229,3 +229,8 @@ def test_not_whole_numbers_are_refused_never_guessed(value, reason):
     with pytest.raises(CellError) as info:
         whole_number(value)
     assert str(info.value) == reason
+
+
+def test_scientific_notation_text_is_no_whole_number():
+    with pytest.raises(CellError):
+        whole_number("1e2")
