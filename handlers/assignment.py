@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
@@ -341,7 +341,3 @@ async def withdraw_offers(session: AsyncSession, rt: Runtime, lead: Lead) -> Non
     for assignment in offers:
         assignment.state = "withdrawn"
         await close_offer_card(session, rt, assignment, T_WITHDRAWN_STATUS)
-    await session.execute(
-        update(Assignment).where(Assignment.lead_id == lead.id, Assignment.state == "offered")
-        .values(state="withdrawn")
-    )

@@ -56,6 +56,7 @@ T_MY_LEADS_MORE = "卡片只显示前 {n} 条待接受的线索；其余可回�
 T_REASSIGN_ASK = "线索 #{id} 要指派给谁？请回复销售的姓名，例如：王二"
 T_REASSIGN_USAGE = "用法：/转派 线索号 姓名，例如：/转派 12 王二"
 T_REASSIGNED = "线索 #{id} 已指派给 {to}。"
+T_TAKEN_AWAY = "线索 #{id}（{company}）已由 {name} 改派给 {to}，您无需再跟进。"
 T_REASSIGN_STATUS = "{name} 已于 {at} 指派给 {to}"
 T_NOT_MANAGER = "只有经理和管理员可以指派线索。"
 T_ACCEPT_USAGE = "用法：接受 线索号，例如：接受 12"
@@ -339,8 +340,12 @@ async def _reassign(ctx: Context, lead_id: int, name: str) -> None:
     if target is None:
         return
     await ctx.clear_expectation()
+    previous = await ctx.session.get(Member, lead.assignee_id) if lead.assignee_id else None
     await withdraw_offers(ctx.session, ctx.rt, lead)
     await _close_reassign_cards(ctx, lead, target)
+    if previous is not None and previous.id != target.id:
+        await ctx.send(previous, T_TAKEN_AWAY.format(id=lead.id, company=lead.company,
+                                                     name=ctx.member.name, to=target.name))
     ctx.audit("lead.reassign", "lead", lead.id,
               {"assignee_id": lead.assignee_id}, {"assignee": target.name})
     await offer(ctx.session, ctx.rt, lead, target, ctx.now, method="manager",

@@ -326,3 +326,14 @@ async def test_a_decline_reason_that_starts_like_a_command_is_still_the_reason(c
     await chat.click("王芳", card.button("拒绝"), card.card_id)
     [reply, *_] = await chat.say("王芳", "接受不了这么远的客户")
     assert reply.text == f"已拒绝线索 #{lead_id}，原因：接受不了这么远的客户。线索将转给其他同事。"
+
+
+async def test_the_rep_who_loses_a_lead_to_a_reassignment_is_told(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)
+    [card] = await chat.inbox("王芳")
+    await chat.click("王芳", card.button("接受"), card.card_id)
+    await chat.say("李经理", f"/转派 {lead_id} 赵强")
+    [told] = await chat.inbox("王芳")
+    assert told.text == (f"线索 #{lead_id}（深圳示例科技有限公司）已由 李经理 改派给 赵强，"
+                         "您无需再跟进。")
