@@ -36,6 +36,7 @@ _LEAD_ID = re.compile(r"[0-9]{1,18}")
 
 T_NO_TOKEN_SET = "接口未启用：服务端未设置 SALESBOT_API__TOKEN"
 T_BAD_TOKEN = "缺少或错误的访问令牌（Authorization: Bearer …）"
+T_CONTROL = "含有不可见的控制字符"
 T_NOT_JSON = "请求体不是合法的 JSON"
 T_NOT_OBJECT = "请求体应为 JSON 对象"
 T_REQUIRED = "必填"
@@ -104,6 +105,9 @@ def token_matches(header: str, token: str) -> bool:
 # --- checking the body (pure) -------------------------------------------------------
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
 def _string(body: dict[str, Any], name: str, *, required: bool) -> tuple[str | None, str | None]:
     """(value, error) for one text field: trimmed, None when absent or blank."""
     value = body.get(name)
@@ -116,6 +120,9 @@ def _string(body: dict[str, Any], name: str, *, required: bool) -> tuple[str | N
     value = value.strip()
     if len(value) > LIMITS[name]:
         return None, T_TOO_LONG.format(n=LIMITS[name])
+    if _CONTROL.search(value if name == "note" else value.replace("\n", "\0")):
+        # NUL, escape sequences, direction overrides: they corrupt a terminal or a card.
+        return None, T_CONTROL
     return value, None
 
 

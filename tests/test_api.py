@@ -300,3 +300,14 @@ async def test_broken_text_and_deep_nesting_are_400_not_a_crash(api, raw):
     response = await api.post("/api/v1/leads", data=raw.encode(), headers=AUTH)
     assert response.status == 400
     assert (await response.json())["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize("company", ["示例\x00科技", "示例\x1b[31m科技", "示例\u202e科技", "a\nb"])
+async def test_control_characters_in_a_name_are_refused(api, company):
+    status, body = await post(api, LEAD | {"company": company})
+    assert status == 422 and body["errors"][0]["field"] == "company"
+
+
+async def test_a_note_may_have_line_breaks(api):
+    status, body = await post(api, LEAD | {"note": "第一行\n第二行"})
+    assert status == 201 and body["note"] == "第一行\n第二行"
