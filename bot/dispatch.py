@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("salesbot.events")
 
-T_FAILED = "抱歉，处理这条消息时出错了，请稍后再试。管理员已收到记录。"
+T_FAILED = "抱歉，处理这条消息时出错了，请稍后再试；错误已记入日志。"
 T_UNKNOWN_MEMBER = "您还不在销售团队名单中，暂时无法使用。请联系管理员{admins}把您加入名单。"
 T_NOT_ALLOWED = "「{command}」只对{roles}开放。发送 /帮助 查看您可用的命令。"
 T_NOT_UNDERSTOOD = "没看懂「{text}」。发送 /帮助 查看可用的命令。"
