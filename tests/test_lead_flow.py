@@ -337,3 +337,22 @@ async def test_the_rep_who_loses_a_lead_to_a_reassignment_is_told(chat):
     [told] = await chat.inbox("王芳")
     assert told.text == (f"线索 #{lead_id}（深圳示例科技有限公司）已由 李经理 改派给 赵强，"
                          "您无需再跟进。")
+
+
+async def test_a_handler_that_breaks_answers_politely_and_keeps_the_event(chat, monkeypatch):
+    from sqlalchemy import select as sql_select
+
+    from storage.models import InboundEvent
+
+    await chat.add_members({"name": "王芳", "role": "rep"})
+
+    async def broken(ctx, args):
+        raise RuntimeError("boom")
+
+    command = chat.rt.dispatcher.commands["帮助"]
+    monkeypatch.setattr(command, "handler", broken)
+    [reply] = await chat.say("王芳", "/帮助")
+    assert reply.text == "抱歉，处理这条消息时出错了，请稍后再试；错误已记入日志。"
+    async with chat.rt.sessions() as session:
+        row = await session.scalar(sql_select(InboundEvent))
+    assert (row.state, row.outcome, row.payload["text"]) == ("failed", "error", "/帮助")
