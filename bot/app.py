@@ -75,13 +75,14 @@ async def _lifecycle(app: web.Application):  # noqa: ANN201 - aiohttp cleanup co
     rt.inbox.start()
     await rt.inbox.recover()
     rt.outbox.start()
-    from scheduler.sweeps import Sweeper
+    from scheduler.jobs import JobRunner, load_calendar_extra
 
-    sweeper = Sweeper(rt)
-    sweeper.start()
+    await load_calendar_extra(rt)
+    runner = JobRunner(rt)
+    await runner.start()
     log.info("salesbot started: channels=%s", ",".join(rt.channels))
     yield
-    await sweeper.stop()
+    await runner.stop()
     await rt.outbox.stop()
     await rt.inbox.stop()
     await rt.close()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.metrics import Metrics
 from config.settings import Settings
+from scheduler.calendar import NO_EXTRA, CalendarExtra
 from storage.db import Sessions, create_engine, is_sqlite
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class Runtime:
         self.is_sqlite = is_sqlite(settings.database.url)
         self.metrics = Metrics()
         self.clock: Callable[[], datetime] = system_clock
+        # The admins' holidays and make-up days for years the statutory data lacks.
+        self.calendar_extra: CalendarExtra = NO_EXTRA
         self.channels: dict[str, Channel] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.inbox: Inbox
