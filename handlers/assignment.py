@@ -94,7 +94,8 @@ def _as_utc(value: datetime | str) -> datetime:
 async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> Team:
     team = await rep_states(session, rt)
     hours, zone = rt.settings.leads.hours, rt.settings.zone
-    available = [s for s in team.states if is_available(s, now, hours, zone)]
+    extra = rt.calendar_extra
+    available = [s for s in team.states if is_available(s, now, hours, zone, extra)]
     return team._replace(states=available)
 
 
@@ -314,7 +315,7 @@ async def expire_offers(rt: Runtime) -> int:
         )).all()
         for assignment, delivered_at in rows:
             deadline = add_working_minutes(delivered_at, settings.accept_minutes,
-                                           settings.hours, rt.settings.zone)
+                                           settings.hours, rt.settings.zone, rt.calendar_extra)
             if deadline > now:
                 continue
             lead = await session.get(Lead, assignment.lead_id)

@@ -7,7 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from config.settings import WorkingHours
-from scheduler.calendar import in_working_hours
+from scheduler.calendar import NO_EXTRA, CalendarExtra, in_working_hours
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,31 +25,37 @@ class RepState:
 
 def on_duty(
     duty: str | None, duty_at: datetime | None, now: datetime, hours: WorkingHours,
-    zone: ZoneInfo,
+    zone: ZoneInfo, extra: CalendarExtra = NO_EXTRA,
 ) -> bool:
     """/上班 and /下班 hold until local midnight; without either, the working hours decide."""
     if duty in ("on", "off") and duty_at is not None:
         if duty_at.astimezone(zone).date() == now.astimezone(zone).date():
             return duty == "on"
-    return in_working_hours(now, hours, zone)
+    return in_working_hours(now, hours, zone, extra)
 
 
 def on_leave(status: str, leave_until: datetime | None, now: datetime) -> bool:
     return status == "leave" or (leave_until is not None and now < leave_until)
 
 
-def is_available(rep: RepState, now: datetime, hours: WorkingHours, zone: ZoneInfo) -> bool:
+def is_available(
+    rep: RepState, now: datetime, hours: WorkingHours, zone: ZoneInfo,
+    extra: CalendarExtra = NO_EXTRA,
+) -> bool:
     return (
         rep.role == "rep"
         and rep.status == "active"
         and not on_leave(rep.status, rep.leave_until, now)
         and rep.reachable
-        and on_duty(rep.duty, rep.duty_at, now, hours, zone)
+        and on_duty(rep.duty, rep.duty_at, now, hours, zone, extra)
         and (rep.cap is None or rep.open_leads < rep.cap)
     )
 
 
-def unavailable_reason(rep: RepState, now: datetime, hours: WorkingHours, zone: ZoneInfo) -> str:
+def unavailable_reason(
+    rep: RepState, now: datetime, hours: WorkingHours, zone: ZoneInfo,
+    extra: CalendarExtra = NO_EXTRA,
+) -> str:
     """Why a rep cannot take a lead now, in the words a colleague understands."""
     if rep.role != "rep":
         return "不是销售"
@@ -59,7 +65,7 @@ def unavailable_reason(rep: RepState, now: datetime, hours: WorkingHours, zone: 
         return "正在休假"
     if not rep.reachable:
         return "暂时联系不到"
-    if not on_duty(rep.duty, rep.duty_at, now, hours, zone):
+    if not on_duty(rep.duty, rep.duty_at, now, hours, zone, extra):
         return "不在班"
     if rep.cap is not None and rep.open_leads >= rep.cap:
         return "未跟进线索已满"

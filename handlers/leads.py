@@ -236,7 +236,8 @@ async def _colleague(ctx: Context, name: str) -> Member | None:
         await ctx.reply(T_NOT_A_REP.format(name=target.name))
         return None
     states = (await rep_states(ctx.session, ctx.rt, member_ids=[target.id])).states
-    why = unavailable_reason(states[0], ctx.now, ctx.settings.leads.hours, ctx.settings.zone)
+    why = unavailable_reason(states[0], ctx.now, ctx.settings.leads.hours, ctx.settings.zone,
+                             ctx.rt.calendar_extra)
     # Off duty is no reason to refuse a colleague's or manager's hand-over.
     if why and why != "不在班":
         await ctx.reply(T_TARGET_BUSY.format(name=target.name, why=why))

@@ -89,3 +89,13 @@ def test_a_year_the_package_does_not_know_falls_back_to_weekdays_and_the_admins_
 def test_the_admins_list_does_not_override_a_year_the_package_knows():
     extra = CalendarExtra(holidays=frozenset({date(2026, 2, 14)}))
     assert is_working_day(date(2026, 2, 14), extra)
+
+
+def test_without_a_duty_command_the_statutory_calendar_decides_who_is_on_duty():
+    from handlers.availability import on_duty
+
+    assert on_duty(None, None, bj(2026, 2, 14, 10, 0), HOURS, ZONE)  # make-up Saturday
+    assert not on_duty(None, None, bj(2026, 2, 16, 10, 0), HOURS, ZONE)  # Spring Festival
+    new_year = CalendarExtra(holidays=frozenset({date(2027, 1, 1)}))
+    assert on_duty(None, None, bj(2027, 1, 1, 10, 0), HOURS, ZONE)
+    assert not on_duty(None, None, bj(2027, 1, 1, 10, 0), HOURS, ZONE, new_year)
