@@ -136,7 +136,7 @@ def test_friday_four_pm_is_beijing_time_on_a_host_in_utc(monkeypatch):
         assert fire == datetime(2026, 12, 4, 16, 0, tzinfo=SHANGHAI)
         assert fire.astimezone(UTC) == datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
     finally:
-        monkeypatch.delenv("TZ")
+        monkeypatch.undo()
         time.tzset()
 
 
