@@ -14,6 +14,15 @@ from aiohttp import web
 from cards.model import CardModel
 
 
+class CallbackError(Exception):
+    """An inbound callback we refuse, with the HTTP status that tells the platform why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Parcel:
     """One outbox row, resolved: the kind, the platform address and the content."""

@@ -43,7 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from websockets.version import version as WS_VERSION
 
-from bot.channels.base import Budget, Delivery, Parcel
+from bot.channels.base import Budget, CallbackError, Delivery, Parcel
 from bot.events import Event, EventKind, Mention
 from cards.dingtalk import card_data, markdown, parse_action_text
 from storage.models import AccessToken
@@ -108,15 +108,6 @@ T_CREDENTIALS = (
     "钉钉应用凭证被拒绝（获取 accessToken 返回 {status} {code}），机器人暂时无法通过钉钉发消息。"
     "请检查 SALESBOT_DINGTALK__CLIENT_ID 和 SALESBOT_DINGTALK__CLIENT_SECRET。"
 )
-
-
-class CallbackError(Exception):
-    """An HTTP-mode callback we refuse, with the HTTP status that says why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class FrameError(Exception):

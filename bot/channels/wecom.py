@@ -27,7 +27,7 @@ from wechatpy.enterprise.exceptions import InvalidCorpIdException
 from wechatpy.exceptions import InvalidSignatureException
 
 from bot.alerts import alert_admins, resolve
-from bot.channels.base import Budget, Delivery, Parcel
+from bot.channels.base import Budget, CallbackError, Delivery, Parcel
 from bot.events import Event, Location
 from cards.wecom import template_card, updated_template_card
 from storage.models import AccessToken
@@ -76,15 +76,6 @@ T_CREDENTIALS = (
     "企业微信应用凭证被拒绝（gettoken 返回错误码 {code}），机器人暂时无法通过企业微信发消息。"
     "请检查 SALESBOT_WECOM__CORP_ID、SALESBOT_WECOM__SECRET 及应用的可信 IP 设置。"
 )
-
-
-class CallbackError(Exception):
-    """A callback we refuse, with the HTTP status that tells WeCom why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class WeComUnavailable(Exception):
