@@ -87,3 +87,22 @@ async def app_client(aiohttp_client, settings):
 @pytest.fixture
 async def chat(app_client) -> AsyncIterator[Chat]:
     yield Chat(app_client.app[RUNTIME])
+
+
+@pytest.fixture
+async def fake():
+    """The fake WeCom on loopback (a DingTalk test module defines its own `fake`)."""
+    from tests.fakes.wecom import FakeWeCom
+
+    fake = FakeWeCom()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def bot(aiohttp_client, sqlite_url, fake):
+    """The real app with its WeCom channel on `fake`; the outbox is run by hand."""
+    from tests.fakes.wecom import start_bot
+
+    return await start_bot(aiohttp_client, sqlite_url, fake)

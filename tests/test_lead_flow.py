@@ -23,6 +23,13 @@ async def _post_lead(chat, company="深圳示例科技有限公司"):
     return lead.id
 
 
+async def _declined_by_everyone(chat, reps):
+    for rep in reps:
+        [card] = await chat.inbox(rep)
+        await chat.click(rep, card.button("拒绝"), card.card_id)
+        await chat.say(rep, "不熟悉")
+
+
 ROSTER = [
     {"name": "李经理", "role": "manager"},
     {"name": "王芳", "role": "rep", "manager": "李经理"},
@@ -132,10 +139,7 @@ async def test_a_stale_click_after_accepting_is_answered_politely(chat):
 async def test_after_three_reroutes_the_manager_decides(chat):
     await chat.add_members(*ROSTER, {"name": "孙磊", "role": "rep", "manager": "李经理"})
     lead_id = await _post_lead(chat)
-    for rep in ("王芳", "赵强", "孙磊"):
-        [card] = await chat.inbox(rep)
-        await chat.click(rep, card.button("拒绝"), card.card_id)
-        await chat.say(rep, "不熟悉")
+    await _declined_by_everyone(chat, ("王芳", "赵强", "孙磊"))
     lead = await _lead(chat, lead_id)
     assert (lead.status, lead.assignee_id, lead.reroutes) == ("new", None, 3)
     messages = await chat.inbox("李经理")
@@ -298,10 +302,7 @@ async def test_record_on_someone_elses_lead_or_an_unknown_number_is_refused(chat
 async def test_a_reassign_card_is_stale_once_the_lead_is_taken(chat):
     await chat.add_members(*ROSTER, {"name": "孙磊", "role": "rep", "manager": "李经理"})
     lead_id = await _post_lead(chat)
-    for rep in ("王芳", "赵强", "孙磊"):
-        [card] = await chat.inbox(rep)
-        await chat.click(rep, card.button("拒绝"), card.card_id)
-        await chat.say(rep, "不熟悉")
+    await _declined_by_everyone(chat, ("王芳", "赵强", "孙磊"))
     decide = [m for m in await chat.inbox("李经理") if m.card is not None][0]
     await chat.say("李经理", f"/转派 {lead_id} 赵强")
     [reply] = await chat.click("李经理", decide.button("指派"), decide.card_id)

@@ -16,23 +16,12 @@ from bot.channels.base import Parcel
 from bot.channels.wecom import WeComChannel
 from cards.model import Button, CardField, CardModel
 from storage.models import AccessToken, Alert, Outgoing
-from tests.fakes.wecom import FakeWeCom, start_bot
+from tests.fakes.wecom import start_bot
 from tests.harness import Chat
 
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeWeCom()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bot(aiohttp_client, sqlite_url, fake):
-    return await start_bot(aiohttp_client, sqlite_url, fake)
 
 
 def channel_of(bot) -> WeComChannel:

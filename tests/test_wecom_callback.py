@@ -29,17 +29,6 @@ from tests.test_wecom_crypto import (
 PATH = "/wecom/callback"
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeWeCom()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bot(aiohttp_client, sqlite_url, fake):
-    return await start_bot(aiohttp_client, sqlite_url, fake)
 
 
 def url(bot) -> str:

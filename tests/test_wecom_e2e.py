@@ -23,17 +23,6 @@ ROSTER = [
 ]
 
 
-@pytest.fixture
-async def fake():
-    fake = FakeWeCom()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bot(aiohttp_client, sqlite_url, fake):
-    return await start_bot(aiohttp_client, sqlite_url, fake)
 
 
 @pytest.fixture
