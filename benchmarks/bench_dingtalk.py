@@ -3,7 +3,8 @@
 200 reps; frames offered open loop at 500 a second, twice: phase "disconnect" sends the
 gateway's `disconnect` frame halfway (the bot opens the next connection at once and
 drains the old one), phase "drop" breaks the connection halfway (the bot reconnects
-after its backoff; frames in flight are delivered again by the gateway's own timer).
+after its backoff; frames in flight are delivered again by the gateway's own timer, and
+are reported apart from the ack rate, which is the bot's own).
 Meanwhile 300 leads are posted to the intake API: their cards go to the fake OpenAPI,
 whose QPS limit is on. Measured: acks a second, frame-to-ack latency (from the moment
 the fake had the frame to send), the bot's event-loop lag (sampled inside the bot every
@@ -175,10 +176,14 @@ async def _phase(fake: FakeDingTalk, base: str, kind: str, start: int) -> dict[s
     again = [lat for f, lat in zip(frames, latencies, strict=True) if f.deliveries > 1]
     around = [lat for f, lat in zip(pushed, latencies, strict=True)
               if 0 <= pushed[f] - event["at"] < 1.0]
+    # The ack rate is the bot's: frames acked on their first delivery, over the phase up to
+    # the last of them (the reconnection included). Frames that were on the wire when the
+    # connection broke can only be acked when the gateway delivers them again, on its own
+    # timer (5 s in the fake, 16-60 s reported of the real one): counted apart below.
     return {
         "reopened_ms": event["reopened_ms"],
-        "acked_per_second": round(len(frames) / (max(f.acked_at for f in frames) - began), 1),
-        "acked_first_time_per_second": round(len(first) / (max(first) - began), 1),
+        "acked_per_second": round(len(first) / (max(first) - began), 1),
+        "all_acked_after_s": round(max(f.acked_at for f in frames) - began, 2),
         "frame_to_ack_ms": {
             "p50": round(percentile(latencies, 0.5) * 1000, 1),
             "p99": round(percentile(latencies, 0.99) * 1000, 1),

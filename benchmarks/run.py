@@ -55,7 +55,9 @@ async def main() -> int:
             and phase["event_loop_lag_ms"]["p99_ms"] < 50,
             f"{phase['acked_per_second']}/s, p99 {phase['frame_to_ack_ms']['p99']} ms, "
             f"lag p99 {phase['event_loop_lag_ms']['p99_ms']} ms, re-opened in "
-            f"{phase['reopened_ms']} ms"))
+            f"{phase['reopened_ms']} ms; {phase['delivered_again']} frames in flight at "
+            f"the break acked on the gateway's redelivery, all acked after "
+            f"{phase['all_acked_after_s']} s"))
     print(f"\nserver memory: callbacks {cb['server_rss_mb']} MiB (peak "
           f"{cb['server_peak_rss_mb']}), intake {it['server_rss_mb']} MiB (peak "
           f"{it['server_peak_rss_mb']})")

@@ -84,8 +84,25 @@ class Member(Base):
     duty: Mapped[str | None] = mapped_column(String(4))
     duty_at: Mapped[datetime | None]
     leave_until: Mapped[datetime | None]
+    # The last chat activity counted as presence (written at most every few minutes).
+    last_seen_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Presence(Base):
+    """A sign that a rep was at work: /上班 ("on"), /下班 ("off"), a message ("active").
+
+    Today's online time is computed from these rows (handlers.engine.online_minutes).
+    """
+
+    __tablename__ = "presence"
+    __table_args__ = (Index("ix_presence_member_at", "member_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Lead(Base):
@@ -108,6 +125,9 @@ class Lead(Base):
     origin: Mapped[str] = mapped_column(String(12), default="api")
     reroutes: Mapped[int] = mapped_column(default=0)
     lost_reason: Mapped[str | None] = mapped_column(Text)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    # Returns to the public pool (公海) so far: each one is routed again as `new`.
+    pool_returns: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     assigned_at: Mapped[datetime | None]
@@ -146,6 +166,9 @@ class Assignment(Base):
     state: Mapped[str] = mapped_column(String(12), default="offered", index=True)
     method: Mapped[str] = mapped_column(String(16), default="round_robin")
     why: Mapped[str | None] = mapped_column(Text)
+    # The engine's full breakdown: weights, every candidate's factors and score.
+    scores: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("rules.id"), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
     # Set with the card before either is flushed: one INSERT each at commit.
@@ -153,6 +176,61 @@ class Assignment(Base):
     offered_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+
+
+class Rule(Base):
+    """An assignment rule, as the admin typed it and as parsed (handlers.rules).
+
+    Deleting a rule keeps the row (`deleted_at`) so past assignments still name it.
+    """
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    parsed: Mapped[dict[str, Any]] = mapped_column()
+    enabled: Mapped[bool] = mapped_column(default=True)
+    position: Mapped[int] = mapped_column(default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+
+class Customer(Base):
+    """A customer, created only by an approved conversion (or, later, a merge)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(24), index=True)
+    email: Mapped[str | None] = mapped_column(String(200))
+    industry: Mapped[str | None] = mapped_column(String(32))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    lead_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Approval(Base):
+    """A request a manager decides on a card (a lead's conversion into a customer)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_object", "kind", "object_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    # pending → approved | rejected | withdrawn
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
 
 
 class FollowUp(Base):
