@@ -27,9 +27,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def routers() -> list[Router]:
     """Every capability's router, in the order their commands appear in /帮助."""
-    from handlers import duty, help, leads
+    from handlers import duty, engine_admin, help, leads
 
-    return [help.router, leads.router, duty.router]
+    return [help.router, leads.router, duty.router, engine_admin.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -70,6 +70,9 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> web.Application
 
 async def _lifecycle(app: web.Application):  # noqa: ANN201 - aiohttp cleanup context
     rt = app[RUNTIME]
+    from handlers.engine_admin import seed_rules
+
+    await seed_rules(rt)
     for channel in rt.channels.values():
         await channel.start(app)
     rt.inbox.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -18,7 +19,7 @@ from bot.events import Event
 from bot.outbox import new_ref
 from bot.router import ROLE_NAMES, Command, Router, normalize_text, split_command
 from cards.model import parse_key
-from storage.models import InboundEvent, Member, Outgoing, PendingReply
+from storage.models import InboundEvent, Member, Outgoing, PendingReply, Presence
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -31,6 +32,10 @@ T_NOT_ALLOWED = "「{command}」只对{roles}开放。发送 /帮助 查看您�
 T_NOT_UNDERSTOOD = "没看懂「{text}」。发送 /帮助 查看可用的命令。"
 T_UNSUPPORTED = "暂不支持该类型消息。"
 T_INACTIVE = "您在名单中的状态是「已离职」，无法使用机器人。如有疑问请联系管理员。"
+
+# A rep's messages count as presence for the engine's online factor; one row per this many
+# minutes at most, so a chatty rep does not write a row per message.
+PRESENCE_EVERY = timedelta(minutes=5)
 
 
 ID_COLUMNS = {
@@ -123,6 +128,8 @@ class Dispatcher:
         if member.status == "left":
             await ctx.reply(T_INACTIVE)
             return "inactive_member"
+        if member.role == "rep" and event.kind not in ("enter", "location_report", "system"):
+            self._seen(session, member, ctx.now)
         if event.kind == "card_action":
             return await self._action(ctx)
         if event.kind == "text":
@@ -135,6 +142,12 @@ class Dispatcher:
             return "unsupported"
         await handler(ctx)
         return ctx.outcome
+
+    @staticmethod
+    def _seen(session: AsyncSession, member: Member, now: datetime) -> None:
+        if member.last_seen_at is None or now - member.last_seen_at >= PRESENCE_EVERY:
+            member.last_seen_at = now
+            session.add(Presence(member_id=member.id, kind="active", at=now))
 
     async def _action(self, ctx: Context) -> str:
         action, object_id, option = parse_key(ctx.event.action or "")

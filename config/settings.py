@@ -103,6 +103,18 @@ class LeadSettings(BaseModel):
     max_reroutes: int = Field(3, ge=1)
     industries: dict[str, str] = {"industrial": "工业", "medical": "医疗", "education": "教育"}
     sources: dict[str, str] = {"expo": "展会", "sem": "SEM", "referral": "转介绍"}
+    # The engine's weights (load, conversion, online), whole numbers summing to 100;
+    # /权重 sets the live value.
+    weights: dict[str, int] = {"load": 30, "conversion": 40, "online": 30}
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        if set(value) != {"load", "conversion", "online"}:
+            raise ValueError("give load, conversion and online")
+        if any(v < 0 for v in value.values()) or sum(value.values()) != 100:
+            raise ValueError("whole numbers >= 0 that sum to 100")
+        return value
 
     @field_validator("working_hours")
     @classmethod

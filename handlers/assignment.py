@@ -1,23 +1,33 @@
 """Offering leads to reps: choosing the rep, the lead card, re-routing, the queue.
 
 Owns the lead's assignment life (new → assigned → accepted, re-routes, the manager's
-decision after too many). The round-robin chooser is the engine's fallback later.
+decision after too many); who is chosen is handlers.choosing's business.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.alerts import alert_admins, resolve
 from bot.context import audit
 from bot.outbox import enqueue, update_card
 from cards.model import Button, CardField, CardModel
-from handlers.availability import RepState, is_available, round_robin
+from handlers.availability import RepState, is_available, on_leave
+from handlers.choosing import (
+    QUEUE_ALERT,
+    T_ALERT_QUEUE,
+    EngineChoice,
+    RoundRobinChoice,
+    engine_config,
+    engine_failed,
+    engine_recovered,
+)
 from storage.models import Assignment, Card, Lead, LeadStatusChange, Member
 
 if TYPE_CHECKING:
@@ -30,7 +40,6 @@ OPEN_STATUSES = ("assigned", "accepted")
 URGENCY = {"high": "高", "medium": "中", "low": "低"}
 
 T_CARD_TITLE = "新线索 #{id}"
-T_WHY_ROUND_ROBIN = "轮流分配：您在岗、可接单，当前未跟进线索 {open} 条"
 T_WHY_TRANSFER = "{name} 转给您"
 T_WHY_MANAGER = "经理 {name} 指派给您"
 T_ACCEPT, T_DECLINE, T_TRANSFER = "接受", "拒绝", "转给同事"
@@ -174,42 +183,72 @@ async def route_lead(
     session: AsyncSession, rt: Runtime, lead: Lead, now: datetime, *,
     exclude: set[int] | None = None,
 ) -> Member | None:
-    """Offer the lead to the next available rep by round-robin, or leave it queued."""
+    """Offer the lead to the best available rep, or leave it queued."""
     return (await route_leads(session, rt, [lead], now, exclude=exclude))[0]
 
 
 async def route_leads(
     session: AsyncSession, rt: Runtime, leads: list[Lead], now: datetime, *,
-    exclude: set[int] | None = None,
+    exclude: set[int] | None = None, share: int | None = None,
+    already: dict[int, int] | None = None,
 ) -> list[Member | None]:
-    """Offer each lead, in order, to the next available rep by round-robin.
+    """Offer each lead, in order, to the rep the engine (or, as its fallback, round-robin)
+    chooses among the available reps.
 
-    The team is read once; each offer then counts against the chosen rep's capacity and
-    moves the rotation on, as if the leads had arrived one by one.
+    The team is read once; each offer then counts against the chosen rep, as if the leads
+    had arrived one by one. `share` caps how many of these leads one rep may get (a
+    backlog is not handed to the first rep who comes on duty), counting `already`, the
+    leads each rep got earlier in the same pass (updated here).
     """
-    states, last, members = await available_reps(session, rt, now)
+    team = await available_reps(session, rt, now)
+    if not team.states:
+        for lead in leads:
+            _queue(session, lead, now)
+        if leads:
+            await alert_admins(session, rt, QUEUE_ALERT, T_ALERT_QUEUE)
+        return [None] * len(leads)
+    config = await engine_config(session, rt)
+    chooser = None
+    if config.on:
+        try:
+            chooser = await EngineChoice.build(session, rt, team, config, now)
+        except Exception as exc:  # noqa: BLE001 - any scoring fault falls back, once alerted
+            await engine_failed(session, rt, exc)
+    if chooser is None:
+        chooser = RoundRobinChoice(team)
+    given = already if already is not None else {}
     chosen_reps: list[Member | None] = []
     for number, lead in enumerate(leads):
-        skip = set(exclude or ())
+        skip = set(exclude or ()) | {m for m, n in given.items() if share and n >= share}
         if lead.reroutes:
             skip |= await _declined_by(session, lead.id)
-        chosen = round_robin(states, last, skip)
-        if chosen is None:
-            lead.assignee_id = None
-            set_status(session, lead, "new", now, None, "暂无可接单的销售")
+        try:
+            choice = chooser.choose(lead, skip)
+        except Exception as exc:  # noqa: BLE001
+            await engine_failed(session, rt, exc)
+            chooser = RoundRobinChoice(team, chooser.taken)
+            choice = chooser.choose(lead, skip)
+        if choice is None:
+            _queue(session, lead, now)
             chosen_reps.append(None)
             continue
-        rep = members[chosen.member_id]
+        rep = team.members[choice.member_id]
         # A microsecond apart, so the rotation keeps the order of this batch.
         at = now + timedelta(microseconds=number)
-        await offer(session, rt, lead, rep, at, method="round_robin",
-                    why=T_WHY_ROUND_ROBIN.format(open=chosen.open_leads))
-        last[chosen.member_id] = at
-        taken = replace(chosen, open_leads=chosen.open_leads + 1)
-        states = [taken if s is chosen else s for s in states
-                  if s is not chosen or taken.cap is None or taken.open_leads < taken.cap]
+        assignment = await offer(session, rt, lead, rep, at, method=choice.method,
+                                 why=choice.why)
+        assignment.scores, assignment.rule_id = choice.scores, choice.rule_id
+        chooser.take(choice.member_id, at)
+        given[choice.member_id] = given.get(choice.member_id, 0) + 1
         chosen_reps.append(rep)
+    if isinstance(chooser, EngineChoice):
+        await engine_recovered(session)
     return chosen_reps
+
+
+def _queue(session: AsyncSession, lead: Lead, now: datetime) -> None:
+    lead.assignee_id = None
+    set_status(session, lead, "new", now, None, "暂无可接单的销售")
 
 
 async def current_offer(session: AsyncSession, lead: Lead) -> Assignment | None:
@@ -277,25 +316,58 @@ def reassign_card(lead: Lead, rt: Runtime) -> CardModel:
 async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     """Offer queued leads (oldest first) while reps are available; returns how many.
 
-    Each chunk is one short transaction, so a long queue does not hold the database.
+    Each chunk is one short transaction, so a long queue does not hold the database. No
+    rep gets more than a fair share of the backlog in one pass (the queue divided among
+    the reps who could work today), so the first rep on duty is not handed the night's
+    leads; the next pass (the sweep, or the next rep on duty) goes on.
     """
     offered = 0
+    async with rt.sessions() as session:
+        waiting = await session.scalar(select(func.count()).select_from(Lead).where(*_queued(rt)))
+        team = await rep_states(session, rt)
+    if not waiting:
+        await _queue_empty(rt)
+        return 0
+    workforce = sum(could_work_today(s, rt.now(), rt.settings.zone) for s in team.states)
+    share = math.ceil(waiting / max(workforce, 1))
+    given: dict[int, int] = {}
     while True:
         async with rt.sessions() as session, session.begin():
             queued = list((await session.scalars(
-                select(Lead)
-                .where(Lead.status == "new", Lead.assignee_id.is_(None),
-                       Lead.reroutes < rt.settings.leads.max_reroutes)
-                .order_by(Lead.id).limit(chunk)
+                select(Lead).where(*_queued(rt)).order_by(Lead.id).limit(chunk)
             )).all())
-            placed = sum(rep is not None
-                         for rep in await route_leads(session, rt, queued, rt.now()))
+            full = {m for m, n in given.items() if n >= share}
+            reps = await route_leads(session, rt, queued, rt.now(), exclude=full,
+                                     share=share, already=given)
+            placed = sum(rep is not None for rep in reps)
         offered += placed
-        if placed < chunk:
+        if placed < len(queued) or len(queued) < chunk:
             break
     if offered:
         rt.outbox.wake()
+    if offered == waiting:
+        await _queue_empty(rt)
     return offered
+
+
+def could_work_today(rep: RepState, now: datetime, zone) -> bool:
+    """Active, reachable, not on leave and not signed off (/下班) today."""
+    if rep.status != "active" or not rep.reachable or on_leave(rep.status, rep.leave_until, now):
+        return False
+    signed_off = (rep.duty == "off" and rep.duty_at is not None
+                  and rep.duty_at.astimezone(zone).date() == now.astimezone(zone).date())
+    return not signed_off
+
+
+def _queued(rt: Runtime) -> tuple:
+    """Leads waiting for a rep (not those waiting for their manager's decision)."""
+    return (Lead.status == "new", Lead.assignee_id.is_(None),
+            Lead.reroutes < rt.settings.leads.max_reroutes)
+
+
+async def _queue_empty(rt: Runtime) -> None:
+    async with rt.sessions() as session, session.begin():
+        await resolve(session, QUEUE_ALERT)
 
 
 async def expire_offers(rt: Runtime) -> int:

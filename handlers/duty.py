@@ -8,6 +8,7 @@ from datetime import date, datetime, time, timedelta
 from bot.context import Context
 from bot.router import Router
 from handlers.assignment import drain_queue
+from storage.models import Presence
 
 router = Router("duty")
 
@@ -23,6 +24,7 @@ T_NOT_ON_LEAVE = "您目前没有请假。"
 @router.command("上班", roles={"rep"}, usage="/上班", summary="/上班 /下班：开始或停止接收线索")
 async def on_duty(ctx: Context, args: str) -> None:
     ctx.member.duty, ctx.member.duty_at = "on", ctx.now
+    ctx.session.add(Presence(member_id=ctx.member.id, kind="on", at=ctx.now))
     ctx.audit("member.duty", "member", ctx.member.id, None, {"duty": "on"})
     await ctx.reply(T_ON)
     ctx.after_commit(drain_queue)
@@ -31,6 +33,7 @@ async def on_duty(ctx: Context, args: str) -> None:
 @router.command("下班", roles={"rep"}, usage="/下班", summary="")
 async def off_duty(ctx: Context, args: str) -> None:
     ctx.member.duty, ctx.member.duty_at = "off", ctx.now
+    ctx.session.add(Presence(member_id=ctx.member.id, kind="off", at=ctx.now))
     ctx.audit("member.duty", "member", ctx.member.id, None, {"duty": "off"})
     await ctx.reply(T_OFF)
 
