@@ -101,6 +101,9 @@ class LeadSettings(BaseModel):
     sla_working_hours: float = Field(2, gt=0)
     pool_working_days: int = Field(7, ge=1)
     max_reroutes: int = Field(3, ge=1)
+    # The weekly assignment analysis flags a rep or rule below either share (in %).
+    analysis_contact_percent: int = Field(85, ge=0, le=100)
+    analysis_conversion_percent: int = Field(22, ge=0, le=100)
     industries: dict[str, str] = {"industrial": "工业", "medical": "医疗", "education": "教育"}
     sources: dict[str, str] = {"expo": "展会", "sem": "SEM", "referral": "转介绍"}
     # The engine's weights (load, conversion, online), whole numbers summing to 100;

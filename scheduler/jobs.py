@@ -27,6 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.alerts import alert_admins, resolve
+from handlers.analysis import review_assignments
 from scheduler.calendar import CONFIG_KEY, CalendarExtra, statutory_covers
 from scheduler.leader import RunnerLock, lock_for
 from scheduler.sweeps import sweep_once
@@ -63,6 +64,8 @@ class JobTiming:
 
 SWEEP_TIMING = JobTiming(misfire_grace_seconds=30, timeout_seconds=120)
 CALENDAR_TIMING = JobTiming(misfire_grace_seconds=3600, timeout_seconds=60)
+# A restart on Monday afternoon still runs the weekly review; its alert is once a week.
+ANALYSIS_TIMING = JobTiming(misfire_grace_seconds=6 * 3600, timeout_seconds=300)
 
 
 def cron_trigger(zone: ZoneInfo, **fields: Any) -> CronTrigger:
@@ -116,6 +119,10 @@ def add_salesbot_jobs(scheduler: AsyncIOScheduler, rt: Runtime) -> None:
     add_job(scheduler, "calendar-check", check_calendar,
             cron_trigger(zone, hour=8, minute=30), CALENDAR_TIMING, rt,
             next_run_time=datetime.now(zone))
+    # Monday 12:00, not 09:00: by then the weekend's leads have had their 2 working
+    # hours (Monday 09:00-11:00), so last week's contact share is final.
+    add_job(scheduler, "assignment-analysis", review_assignments,
+            cron_trigger(zone, day_of_week="mon", hour=12), ANALYSIS_TIMING, rt)
 
 
 def job_list(scheduler: AsyncIOScheduler) -> list[tuple[str, datetime | None]]:

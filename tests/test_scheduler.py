@@ -116,7 +116,7 @@ async def test_the_jobs_are_listed_by_name_with_their_next_run(settings):
     try:
         await runner.step()
         listed = dict(runner.jobs())
-        assert set(listed) == {"lead-sweep", "calendar-check"}
+        assert set(listed) == {"lead-sweep", "calendar-check", "assignment-analysis"}
         assert all(isinstance(when, datetime) for when in listed.values())
         assert listed["lead-sweep"].utcoffset() == timedelta(hours=8)
     finally:
@@ -183,6 +183,11 @@ async def test_the_sweep_job_settings_are_what_we_claim(settings):
         calendar = runner.scheduler.get_job("calendar-check")
         assert (calendar.misfire_grace_time, calendar.coalesce, calendar.max_instances) == (
             3600, True, 1)
+        analysis = runner.scheduler.get_job("assignment-analysis")
+        assert (analysis.misfire_grace_time, analysis.coalesce) == (6 * 3600, True)
+        wednesday = datetime(2026, 12, 2, 10, 0, tzinfo=SHANGHAI)
+        assert analysis.trigger.get_next_fire_time(None, wednesday) == datetime(
+            2026, 12, 7, 12, 0, tzinfo=SHANGHAI)  # Monday noon
     finally:
         await runner.stop()
         await rt.close()
