@@ -27,9 +27,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def routers() -> list[Router]:
     """Every capability's router, in the order their commands appear in /帮助."""
-    from handlers import duty, help, leads
+    from handlers import conversion, duty, entry, help, leads
 
-    return [help.router, leads.router, duty.router]
+    return [help.router, leads.router, entry.router, conversion.router, duty.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
