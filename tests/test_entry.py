@@ -162,6 +162,16 @@ async def test_a_marketing_lead_goes_through_the_engine_once_complete(chat):
     assert await _history(chat, lead.id) == ["draft", "assigned"]
 
 
+async def test_a_complete_marketing_lead_waits_in_the_queue_when_nobody_is_on_duty(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "/下班")
+    await chat.say("赵强", "/下班")
+    [reply] = await chat.say("陈静", "新线索 深圳示例科技 张伟 13800001234 低 教育 sem")
+    assert reply.text == "线索 #1（深圳示例科技）已录入，暂无可接单的销售，已进入待分配队列。"
+    lead = await _lead(chat, 1)
+    assert (lead.status, lead.assignee_id, lead.source) == ("new", None, "sem")
+
+
 async def test_a_draft_is_not_listed_queued_or_served_by_the_api(chat):
     from handlers.assignment import drain_queue
 
@@ -252,3 +262,12 @@ async def test_help_shows_lead_entry_to_reps_and_marketing_only(chat):
     assert "新线索" not in boss_help.text
     [nope] = await chat.say("李经理", "新线索 深圳示例科技 张伟 13800001234")
     assert nope.text.startswith("「新线索」只对销售、市场开放")
+
+
+def test_a_tags_button_survives_dingtalks_markdown_fallback():
+    from cards.dingtalk import action_text, parse_action_text
+
+    # Without a card template, DingTalk cards are markdown whose actions are typed back.
+    key = "tags:12:source=sem"
+    assert parse_action_text(action_text("SEM", key)) == key
+    assert parse_action_text("高 (tags:12:urgency=high=x)") is None
