@@ -22,7 +22,7 @@ from bot.app import RUNTIME
 from bot.batching import Batcher
 from bot.runtime import Runtime
 from config.settings import Settings
-from handlers.intake import URGENCIES, LeadInput, canonical_tag, create_leads
+from handlers.intake import DRAFT, URGENCIES, LeadInput, canonical_tag, create_leads
 from handlers.phones import PhoneError, parse_phone
 from storage.models import Lead, Member
 
@@ -260,7 +260,8 @@ async def get_lead(request: web.Request) -> web.Response:
         return errors(404, ("id", T_NO_LEAD.format(id=raw[:40])))
     async with rt.sessions() as session:
         lead = await session.get(Lead, int(raw))
-        view = await lead_view(session, lead) if lead else None
+        # A chat draft is not a lead yet: it waits for its tags (handlers.entry).
+        view = await lead_view(session, lead) if lead and lead.status != DRAFT else None
     if view is None:
         return errors(404, ("id", T_NO_LEAD.format(id=raw)))
     return web.json_response(view, dumps=_dumps)

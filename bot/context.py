@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.events import Event
@@ -51,16 +51,32 @@ class Context:
     async def send_group(self, team: str | None, content: Markdown | str) -> bool:
         return await enqueue_group(self.session, self.rt, team, content)
 
+    async def clicked_card(self) -> Card | None:
+        """The card this click came from, keeping the click's WeCom ResponseCode on it:
+        that code is what lets us update the card in place."""
+        if not self.event.card_ref:
+            return None
+        card = await self.session.scalar(select(Card).where(Card.ref == self.event.card_ref))
+        if card is not None and self.event.response_code:
+            card.response_code = self.event.response_code
+        return card
+
     async def expect(self, kind: str, object_id: int) -> None:
         """Remember that the next free text from this member answers `kind`."""
         await self.session.merge(PendingReply(
             member_id=self.member.id, kind=kind, object_id=object_id, created_at=self.now,
         ))
 
-    async def clear_expectation(self) -> None:
-        await self.session.execute(
-            delete(PendingReply).where(PendingReply.member_id == self.member.id)
-        )
+    async def clear_expectation(
+        self, kind: str | None = None, object_id: int | None = None
+    ) -> None:
+        """Forget what the bot waits for; with `kind` / `object_id`, only if it is that."""
+        query = delete(PendingReply).where(PendingReply.member_id == self.member.id)
+        if kind is not None:
+            query = query.where(PendingReply.kind == kind)
+        if object_id is not None:
+            query = query.where(PendingReply.object_id == object_id)
+        await self.session.execute(query)
 
     def audit(
         self, action: str, object_type: str, object_id: Any,

@@ -98,6 +98,17 @@ async def enqueue_group(
     return queued
 
 
+async def open_cards(
+    session: AsyncSession, kind: str, object_id: int, member_id: int | None = None
+) -> list[Card]:
+    """The cards of this kind about this object that still have buttons."""
+    query = select(Card).where(Card.kind == kind, Card.object_id == object_id,
+                               Card.state == "open")
+    if member_id is not None:
+        query = query.where(Card.member_id == member_id)
+    return list((await session.scalars(query.order_by(Card.id))).all())
+
+
 async def update_card(session: AsyncSession, rt: Runtime, card: Card, model: CardModel) -> None:
     """Change a card in place (who did what); the outbox carries it to the platform."""
     card.body = model.to_json()

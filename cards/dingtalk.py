@@ -31,7 +31,8 @@ T_HOW_TO_ACT = "点上面的操作，或回复括号里的整段文字。"
 # A tapped markdown action sends "<label> (<key>)" as the member's own message; the
 # channel reads such a message back as the click it stands for.
 _ACTION_TEXT = re.compile(
-    r"^(?P<label>[^()]{0,20}?)\s*\(\s*(?P<key>[a-z]+:\d+(?::\d+)?)\s*\)$"
+    # The option is a number (decline:12:2) or a field=value pair (tags:12:urgency=high).
+    r"^(?P<label>[^()]{0,20}?)\s*\(\s*(?P<key>[a-z]+:\d+(?::[a-z_]+=[A-Za-z0-9_-]+|:\d+)?)\s*\)$"
 )
 
 

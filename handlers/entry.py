@@ -1,0 +1,360 @@
+"""Lead entry from the phone: `新线索 公司 联系人 电话`, and the card that asks for the
+missing tags one at a time while the lead waits as a draft.
+
+Owns the parsing of the typed line and the draft's tags; storing and routing the lead is
+handlers.intake's, the duplicate check handlers.customers'.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bot.context import Context
+from bot.outbox import open_cards, update_card
+from bot.router import Router
+from cards.model import Button, CardModel
+from config.settings import Settings
+from handlers.assignment import lead_fields
+from handlers.customers import find_duplicate
+from handlers.intake import (
+    DRAFT,
+    URGENCIES,
+    LeadInput,
+    canonical_tag,
+    create_lead,
+    publish_draft,
+)
+from handlers.phones import PhoneError, mask_phone, parse_phone
+from storage.models import Customer, Lead, Member, PendingReply
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+router = Router("entry")
+
+T_USAGE = ("用法：新线索 公司 联系人 电话，例如：新线索 深圳示例科技 张伟 13800001234；"
+           "可以加上标签，如：高 工业 展会")
+T_NO_PHONE = "没有找到电话号码。" + T_USAGE
+T_TWO_PHONES = "写了不止一个电话号码，请只写一个。" + T_USAGE
+T_BAD_PHONE = "电话「{phone}」有误：{reason}。"
+T_MISSING = "需要公司、联系人和电话三项。" + T_USAGE
+T_UNCLEAR = ("分不清哪个是公司、哪个是联系人（联系人写 2–4 个字的姓名，公司名最好带"
+             "「公司」「科技」等字样）。" + T_USAGE)
+T_TOO_LONG = "公司名太长了（最多 {n} 个字）。"
+T_DUPLICATE_LEAD = ("已有相同电话的线索 #{id}（{company} · {contact} · {phone}，{owner}），"
+                    "没有重复录入。")
+T_DUPLICATE_CUSTOMER = ("已有相同电话的客户 #{id}（{company} · {contact} · {phone}，"
+                        "负责人 {owner}），没有重复录入。")
+T_OWNER = "负责人 {name}"
+T_NO_OWNER = "待分配"
+T_ASK_TITLE = "补全线索 #{id} 的标签"
+T_ASK_DESC = "请选择{field}（还差 {left} 项）。点选按钮，或直接回复。"
+T_ASK_MORE = "其他选项请直接回复：{choices}"
+T_DONE_STATUS = "已补全：{tags}"
+T_KEPT = "线索 #{id}（{company}）已录入，归您跟进。联系客户后发送「记录 内容」登记跟进。"
+T_ROUTED = "线索 #{id}（{company}）已录入，已分给 {rep}。"
+T_QUEUED = "线索 #{id}（{company}）已录入，暂无可接单的销售，已进入待分配队列。"
+T_NO_LEAD = "没有找到线索 #{id}。"
+T_STALE = "这张卡片已经失效：线索 #{id} 的标签已经补全。"
+T_NOT_YOURS = "线索 #{id} 不是您录入的，不能补全它的标签。"
+T_BAD_CHOICE = "没有「{text}」这个{field}。请点选卡片上的按钮，或回复：{choices}"
+FIELD_NAMES = {"urgency": "紧急程度", "industry": "行业", "source": "来源渠道"}
+
+TAG_FIELDS = ("urgency", "industry", "source")
+MAX_BUTTONS = 6  # WeCom draws at most 6 buttons on a card
+MAX_COMPANY = 200
+
+_SEPARATORS = re.compile(r"[\s,;，；、]+")
+_PHONE_PART = re.compile(r"^[+\d()\-.]*\d[+\d()\-.]*$")
+# `0571-88001234 转 801`: the extension mark joined to its digits, as one word.
+_SPACED_EXTENSION = re.compile(r"(?<=\d)\s*(转|分机|ext\.?)\s*(?=\d)", re.IGNORECASE)
+_EXTENSION = re.compile(r"^(?:转|分机|ext\.?|x)\d{1,6}$", re.IGNORECASE)
+_CJK_NAME = re.compile(r"^[\u4e00-\u9fff·]{2,4}$")
+_LATIN_NAME = re.compile(r"^[A-Za-z][A-Za-z.'\-]{1,29}$")
+COMPANY_MARKS = (
+    "公司", "科技", "集团", "厂", "有限", "股份", "实业", "工作室", "事务所", "医院", "诊所",
+    "学校", "学院", "大学", "中心", "研究所", "银行", "商行", "商贸", "贸易", "电子", "机械",
+    "制造", "技术", "网络", "信息", "工业", "店", "co.", "ltd", "inc", "corp", "llc", "gmbh",
+)
+
+
+class EntryError(ValueError):
+    """The typed line is not a lead; the message says why, in the bot's words."""
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    company: str
+    contact: str
+    phone: str  # normalised, as stored
+    tags: dict[str, str] = field(default_factory=dict)  # field → canonical value
+
+
+def tag_choices(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each required tag's values, {English key: Chinese label}, in the order asked."""
+    return {"urgency": URGENCIES, "industry": settings.leads.industries,
+            "source": settings.leads.sources}
+
+
+def parse_entry(text: str, choices: dict[str, dict[str, str]]) -> Entry:
+    """`深圳示例科技 张伟 13800001234 高` in any order where it is unambiguous.
+
+    The phone is the run of digit words; a word that is a tag value fills that tag; of
+    the two words left, the company carries a mark such as 公司 or 科技, or is the
+    longer, and the contact is a name of 2–4 characters.
+    """
+    phones: list[list[str]] = []
+    words: list[str] = []
+    tags: dict[str, str] = {}
+    in_phone = False
+    text = _SPACED_EXTENSION.sub(r" \1", text)
+    for token in (t for t in _SEPARATORS.split(text) if t):
+        if _PHONE_PART.match(token) or (in_phone and _EXTENSION.match(token)):
+            if not in_phone:
+                phones.append([])
+            phones[-1].append(token)
+            in_phone = True
+            continue
+        in_phone = False
+        tag = _tag(token, choices, tags)
+        if tag is not None:
+            tags[tag[0]] = tag[1]
+        else:
+            words.append(token)
+    found = [number for run in phones for number in _numbers(run)]
+    if not found:
+        raise EntryError(T_NO_PHONE)
+    if len(found) > 1:
+        raise EntryError(T_TWO_PHONES)
+    phone = found[0]
+    if len(words) < 2:
+        raise EntryError(T_MISSING)
+    pair = company_and_contact(words) if len(words) == 2 else None
+    if pair is None:
+        raise EntryError(T_UNCLEAR)
+    if len(pair[0]) > MAX_COMPANY:
+        raise EntryError(T_TOO_LONG.format(n=MAX_COMPANY))
+    return Entry(pair[0], pair[1], phone, tags)
+
+
+def _numbers(run: list[str]) -> list[str]:
+    """The phone(s) in a run of digit words: `138 0000 1234` is one, two whole numbers are
+    two; anything else is a bad phone, with the reason handlers.phones gives."""
+    raw = "".join(run)
+    try:
+        return [parse_phone(raw).stored]
+    except PhoneError as error:
+        reason = error
+    try:
+        numbers = [parse_phone(part).stored for part in run] if len(run) > 1 else None
+    except PhoneError:
+        numbers = None
+    if numbers is None:
+        raise EntryError(T_BAD_PHONE.format(phone=raw, reason=reason))
+    return numbers
+
+
+def _tag(
+    token: str, choices: dict[str, dict[str, str]], taken: dict[str, str]
+) -> tuple[str, str] | None:
+    for name, values in choices.items():
+        value = canonical_tag(token, values)
+        if value is not None and name not in taken:
+            return name, value
+    return None
+
+
+def company_and_contact(words: list[str]) -> tuple[str, str] | None:
+    """(company, contact) of two words, or None when either order could be meant."""
+    first, second = words
+    marked = [w for w in words if looks_like_company(w)]
+    if len(marked) == 1:
+        company = marked[0]
+        contact = second if company is first else first
+    elif not marked and len(first) != len(second):
+        company, contact = (first, second) if len(first) > len(second) else (second, first)
+    else:
+        return None
+    return (company, contact) if looks_like_name(contact) else None
+
+
+def looks_like_company(word: str) -> bool:
+    folded = word.casefold()
+    return any(mark in folded for mark in COMPANY_MARKS)
+
+
+def looks_like_name(word: str) -> bool:
+    return bool(_CJK_NAME.match(word) or _LATIN_NAME.match(word))
+
+
+def missing_tags(lead: Lead) -> list[str]:
+    return [name for name in TAG_FIELDS if not getattr(lead, name)]
+
+
+def tags_card(lead: Lead, rt: Runtime) -> CardModel:
+    """The card asking for the lead's next missing tag, one button a value."""
+    missing = missing_tags(lead)
+    name = missing[0]
+    values = tag_choices(rt.settings)[name]
+    description = T_ASK_DESC.format(field=FIELD_NAMES[name], left=len(missing))
+    if len(values) > MAX_BUTTONS:
+        # Limitation: WeCom shows 6 buttons at most; the other values are typed.
+        description += T_ASK_MORE.format(choices="、".join(list(values.values())[MAX_BUTTONS:]))
+    return CardModel(
+        title=T_ASK_TITLE.format(id=lead.id), kind="tags", object_id=lead.id,
+        description=description, fields=lead_fields(lead, rt),
+        buttons=[Button(label, f"tags:{lead.id}:{name}={key}")
+                 for key, label in list(values.items())[:MAX_BUTTONS]],
+    )
+
+
+def _tag_labels(lead: Lead, settings: Settings) -> str:
+    labels = (URGENCIES.get(lead.urgency or "", ""),
+              settings.leads.industries.get(lead.industry or "", lead.industry or ""),
+              settings.leads.sources.get(lead.source or "", lead.source or ""))
+    return " / ".join(label for label in labels if label)
+
+
+# ---- the handlers ---------------------------------------------------------------------
+
+
+@router.command("新线索", roles={"rep", "marketing"}, usage=T_USAGE,
+                summary="新线索 公司 联系人 电话：录入一条线索")
+async def new_lead(ctx: Context, args: str) -> None:
+    if not args:
+        await ctx.reply(T_USAGE)
+        return
+    try:
+        entry = parse_entry(args, tag_choices(ctx.settings))
+    except EntryError as error:
+        await ctx.reply(str(error))
+        ctx.outcome = "bad_input"
+        return
+    if await _told_duplicate(ctx, entry):
+        return
+    data = LeadInput(company=entry.company, contact=entry.contact, phone=entry.phone,
+                     industry=entry.tags.get("industry"), urgency=entry.tags.get("urgency"),
+                     source=entry.tags.get("source"))
+    draft = any(name not in entry.tags for name in TAG_FIELDS)
+    lead, _ = await create_lead(ctx.session, ctx.rt, data, ctx.now, origin="chat",
+                                creator=ctx.member, draft=draft)
+    if draft:
+        await _ask(ctx, lead)
+    else:
+        await _announce(ctx, lead)
+
+
+async def _told_duplicate(ctx: Context, entry: Entry) -> bool:
+    """Say which lead or customer has this phone already; my own draft is asked again."""
+    found = await find_duplicate(ctx.session, entry.phone)
+    if found is None:
+        return False
+    ctx.outcome = "duplicate"
+    if isinstance(found, Lead) and found.status == DRAFT and found.created_by_id == ctx.member.id:
+        await _ask(ctx, found)
+        return True
+    owner_id = found.owner_id if isinstance(found, Customer) else found.assignee_id
+    owner = await ctx.session.get(Member, owner_id) if owner_id else None
+    shown = {"id": found.id, "company": found.company, "contact": found.contact,
+             "phone": mask_phone(found.phone)}
+    if isinstance(found, Customer):
+        await ctx.reply(T_DUPLICATE_CUSTOMER.format(**shown, owner=owner.name if owner else "-"))
+    else:
+        who = T_OWNER.format(name=owner.name) if owner else T_NO_OWNER
+        await ctx.reply(T_DUPLICATE_LEAD.format(**shown, owner=who))
+    return True
+
+
+async def _ask(ctx: Context, lead: Lead) -> None:
+    await ctx.expect("tags", lead.id)
+    await ctx.reply(tags_card(lead, ctx.rt))
+
+
+async def _announce(ctx: Context, lead: Lead) -> None:
+    if lead.status == "accepted" and lead.assignee_id == ctx.member.id:
+        await ctx.reply(T_KEPT.format(id=lead.id, company=lead.company))
+    elif lead.assignee_id is not None:
+        rep = await ctx.session.get(Member, lead.assignee_id)
+        await ctx.reply(T_ROUTED.format(id=lead.id, company=lead.company,
+                                        rep=rep.name if rep else ""))
+    else:
+        await ctx.reply(T_QUEUED.format(id=lead.id, company=lead.company))
+
+
+async def _my_draft(ctx: Context, object_id: str, closed: bool = False) -> Lead | None:
+    """The draft whose tags the sender may fill, or None after a polite answer."""
+    lead = await ctx.session.get(Lead, int(object_id)) if object_id.isdigit() else None
+    if lead is None:
+        await ctx.reply(T_NO_LEAD.format(id=object_id))
+        ctx.outcome = "no_lead"
+        return None
+    if lead.status != DRAFT or closed:
+        await ctx.reply(T_STALE.format(id=lead.id))
+        ctx.outcome = "stale"
+        return None
+    if lead.created_by_id != ctx.member.id:
+        await ctx.reply(T_NOT_YOURS.format(id=lead.id))
+        ctx.outcome = "foreign"
+        return None
+    return lead
+
+
+@router.action("tags")
+async def tag_click(ctx: Context, object_id: str, option: str | None) -> None:
+    card = await ctx.clicked_card()
+    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed")
+    if lead is None:
+        return
+    name, _, value = (option or "").partition("=")
+    choices = tag_choices(ctx.settings)
+    if name not in missing_tags(lead) or canonical_tag(value, choices[name]) is None:
+        # A button of a step already answered (the card had not been updated yet).
+        await ctx.reply(T_STALE.format(id=lead.id))
+        ctx.outcome = "stale"
+        return
+    await _fill(ctx, lead, name, value)
+
+
+@router.reply("tags")
+async def tag_reply(ctx: Context, text: str) -> None:
+    pending = await ctx.session.get(PendingReply, ctx.member.id)
+    lead = await _my_draft(ctx, str(pending.object_id if pending else 0))
+    if lead is None:
+        await ctx.clear_expectation()
+        return
+    name = missing_tags(lead)[0]
+    values = tag_choices(ctx.settings)[name]
+    value = canonical_tag(text, values)
+    if value is None:
+        await ctx.reply(T_BAD_CHOICE.format(text=text[:20], field=FIELD_NAMES[name],
+                                            choices="、".join(values.values())))
+        ctx.outcome = "bad_input"
+        return
+    await _fill(ctx, lead, name, value)
+
+
+async def _fill(ctx: Context, lead: Lead, name: str, value: str) -> None:
+    """Set one tag; the card asks for the next, or the lead starts once none is missing."""
+    setattr(lead, name, value)
+    lead.updated_at = ctx.now
+    cards = await open_cards(ctx.session, "tags", lead.id, ctx.member.id)
+    if missing_tags(lead):
+        model = tags_card(lead, ctx.rt)
+        for card in cards:
+            await update_card(ctx.session, ctx.rt, card, model)
+        if not cards:
+            await _ask(ctx, lead)
+        return
+    done = T_DONE_STATUS.format(tags=_tag_labels(lead, ctx.settings))
+    closed = CardModel(title=T_ASK_TITLE.format(id=lead.id), kind="tags", object_id=lead.id,
+                       fields=lead_fields(lead, ctx.rt)).closed(done)
+    for card in cards:
+        await update_card(ctx.session, ctx.rt, card, closed)
+    await ctx.clear_expectation("tags", lead.id)
+    await publish_draft(ctx.session, ctx.rt, lead, ctx.now, creator=ctx.member)
+    ctx.audit("lead.tags", "lead", lead.id, None,
+              {"urgency": lead.urgency, "industry": lead.industry, "source": lead.source})
+    await _announce(ctx, lead)
+
