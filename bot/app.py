@@ -27,9 +27,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def routers() -> list[Router]:
     """Every capability's router, in the order their commands appear in /帮助."""
-    from handlers import duty, help, leads
+    from handlers import duty, help, leads, lifecycle
 
-    return [help.router, leads.router, duty.router]
+    return [help.router, leads.router, lifecycle.router, duty.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
