@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from datetime import UTC
 
+import pytest
 from sqlalchemy import select, update
 
 from handlers.lifecycle import hours_text, pool_deadline, sla_deadline, working_day_minutes
 from scheduler.sweeps import sweep_once
 from storage.models import Assignment, AuditLog, Lead, LeadStatusChange
+from tests.conftest import make_settings
 from tests.test_calendar import HOURS, ZONE, bj
-from tests.test_lead_flow import ROSTER, _lead, _post_lead
+from tests.test_lead_flow import ROSTER, _declined_by_everyone, _lead, _post_lead
 
 COMPANY = "深圳示例科技有限公司"
+
+
+@pytest.fixture
+def settings(db_url):
+    """The sweeps' date queries run on SQLite and on PostgreSQL."""
+    return make_settings(db_url)
 
 # ---- the deadlines ---------------------------------------------------------------------
 
@@ -133,6 +141,25 @@ async def test_the_rep_who_missed_the_sla_is_skipped_when_the_lead_goes_round_ag
     lead = await _lead(chat, lead_id)
     assert (lead.status, lead.assignee_id, lead.reroutes) == ("new", None, 2)
     assert [m for m in await chat.inbox("王芳") if m.card is not None] == []
+
+
+async def test_an_sla_miss_after_two_declines_leaves_the_decision_to_the_manager(chat):
+    await chat.add_members(*ROSTER, {"name": "孙磊", "role": "rep", "manager": "李经理"})
+    lead_id = await _post_lead(chat)
+    await _declined_by_everyone(chat, ("王芳", "赵强"))
+    [card] = await chat.inbox("孙磊")
+    await chat.click("孙磊", card.button("接受"), card.card_id)
+    await chat.inbox("李经理")
+    await _sweep(chat, hours=2)
+    lead = await _lead(chat, lead_id)
+    assert (lead.status, lead.assignee_id, lead.reroutes) == ("new", None, 3)
+    [sla] = await chat.inbox("李经理")
+    assert sla.card.description.endswith("已改派 3 次，请指派一位销售。")
+    assert {f.label: f.value for f in sla.card.fields}["现在负责"] == "待分配"
+    [ask] = await chat.click("李经理", sla.button("改派"), sla.card_id)
+    assert "要指派给谁" in ask.text
+    [done] = await chat.say("李经理", "赵强")
+    assert done.text == f"线索 #{lead_id} 已指派给 赵强。"
 
 
 async def test_a_lead_taken_at_ten_at_night_is_not_bounced_through_the_night(chat):
