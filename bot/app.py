@@ -27,10 +27,19 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def routers() -> list[Router]:
     """Every capability's router, in the order their commands appear in /帮助."""
-    from handlers import analysis, conversion, duty, engine_admin, entry, help, leads
+    from handlers import (
+        analysis,
+        conversion,
+        duty,
+        engine_admin,
+        entry,
+        help,
+        leads,
+        lifecycle,
+    )
 
-    return [help.router, leads.router, entry.router, conversion.router, duty.router,
-            engine_admin.router, analysis.router]
+    return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
+            duty.router, engine_admin.router, analysis.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -108,10 +108,14 @@ async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> T
     return team._replace(states=available)
 
 
+# Offers that ended with the rep passing the lead on: they are skipped when it is re-routed.
+SKIPPED_STATES = ("declined", "expired", "sla_missed")
+
+
 async def _declined_by(session: AsyncSession, lead_id: int) -> set[int]:
     rows = await session.scalars(
         select(Assignment.member_id)
-        .where(Assignment.lead_id == lead_id, Assignment.state.in_(("declined", "expired")))
+        .where(Assignment.lead_id == lead_id, Assignment.state.in_(SKIPPED_STATES))
     )
     return set(rows.all())
 

@@ -297,12 +297,15 @@ async def reassign_click(ctx: Context, object_id: str, option: str | None) -> No
     if ctx.event.card_ref:
         card = await ctx.session.scalar(select(Card).where(Card.ref == ctx.event.card_ref))
     waiting = lead is not None and lead.status == "new" and lead.assignee_id is None
-    if not waiting or (card is not None and card.state == "closed"):
+    # An SLA card lets the manager override the re-route while the lead is still open.
+    overriding = (card is not None and card.kind == "sla" and lead is not None
+                  and lead.status in ("new", "assigned", "accepted") and not waiting)
+    if not (waiting or overriding) or (card is not None and card.state == "closed"):
         # The lead was decided meanwhile (by another manager, /转派, or the queue).
         await ctx.reply(T_STALE.format(id=object_id))
         ctx.outcome = "stale"
         return
-    await ctx.expect("reassign", lead.id)
+    await ctx.expect("reassign_open" if overriding else "reassign", lead.id)
     await ctx.reply(T_REASSIGN_ASK.format(id=lead.id))
 
 
@@ -315,6 +318,12 @@ async def reassign_reply(ctx: Context, text: str) -> None:
         await ctx.reply(T_STALE.format(id=lead_id))
         return
     await _reassign(ctx, lead_id, text)
+
+
+@router.reply("reassign_open")
+async def reassign_open_reply(ctx: Context, text: str) -> None:
+    """The answer to an SLA card: the lead may be held by the next rep meanwhile."""
+    await _reassign(ctx, await _pending_object(ctx), text)
 
 
 @router.command("转派", roles={"manager", "admin"}, usage=T_REASSIGN_USAGE,
@@ -358,7 +367,7 @@ async def _close_reassign_cards(ctx: Context, lead: Lead, target: Member) -> Non
     from bot.outbox import update_card
 
     cards = (await ctx.session.scalars(
-        select(Card).where(Card.kind == "reassign", Card.object_id == lead.id,
+        select(Card).where(Card.kind.in_(("reassign", "sla")), Card.object_id == lead.id,
                            Card.state == "open")
     )).all()
     status = T_REASSIGN_STATUS.format(name=ctx.member.name, at=_stamp(ctx), to=target.name)
@@ -425,7 +434,10 @@ async def record(ctx: Context, args: str) -> None:
     kind = "note" if ctx.member.role == "rep" else "interaction"
     ctx.session.add(FollowUp(lead_id=lead.id, member_id=ctx.member.id, kind=kind,
                              content=content, at=ctx.now))
-    lead.last_activity_at = ctx.now
+    # A follow-up by the sales side keeps the lead out of the pool (公海); an interaction
+    # that service or marketing attaches does not, nor does it become the rep's current lead.
+    if ctx.member.role in ("rep", "manager"):
+        lead.last_activity_at = ctx.now
     if lead.status == "accepted" and ctx.member.id == lead.assignee_id:
         lead.contacted_at = ctx.now
         set_status(ctx.session, lead, "contacted", ctx.now, ctx.member, "首次跟进")

@@ -1,4 +1,5 @@
-"""The lead sweep: expired offers re-routed, queued leads offered.
+"""The lead sweep: expired offers re-routed, missed first-contact SLAs re-routed, quiet
+leads returned to the public pool, queued leads offered.
 
 The body of the "lead-sweep" job; when and where it runs is scheduler.jobs' business.
 """
@@ -9,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from handlers.assignment import drain_queue, expire_offers
+from handlers.lifecycle import miss_sla, return_to_pool
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -17,8 +19,13 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_once(rt: Runtime) -> tuple[int, int]:
+    """One pass; returns (offers expired, queued leads offered). The SLA misses and pool
+    returns are routed on the spot and logged."""
     expired = await expire_offers(rt)
+    missed = await miss_sla(rt)
+    pooled = await return_to_pool(rt)
     offered = await drain_queue(rt)
-    if expired or offered:
-        log.info("sweep: %d offers expired, %d queued leads offered", expired, offered)
+    if expired or missed or pooled or offered:
+        log.info("sweep: %d offers expired, %d first-contact SLAs missed, %d leads back in "
+                 "the pool, %d queued leads offered", expired, missed, pooled, offered)
     return expired, offered

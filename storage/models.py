@@ -162,7 +162,8 @@ class Assignment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    # offered → accepted | declined | expired | transferred | withdrawn
+    # offered → accepted | declined | expired | transferred | withdrawn;
+    # accepted → sla_missed (no first contact within the SLA: taken back and re-routed)
     state: Mapped[str] = mapped_column(String(12), default="offered", index=True)
     method: Mapped[str] = mapped_column(String(16), default="round_robin")
     why: Mapped[str | None] = mapped_column(Text)
