@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import func, select
@@ -56,7 +56,8 @@ T_WITHDRAWN_STATUS = "线索已改派，此卡片失效"
 
 class Team(NamedTuple):
     states: list[RepState]
-    last_offered: dict[int, datetime]
+    # The rep's latest offer, as its assignment id: a later offer has a higher number.
+    last_offered: dict[int, int]
     members: dict[int, Member]  # held here, so the session's identity map keeps them
 
 
@@ -71,7 +72,7 @@ async def rep_states(
         .correlate(Member).scalar_subquery()
     )
     last_offer = (
-        select(func.max(Assignment.offered_at)).where(Assignment.member_id == Member.id)
+        select(func.max(Assignment.id)).where(Assignment.member_id == Member.id)
         .correlate(Member).scalar_subquery()
     )
     query = select(Member, open_leads, last_offer)
@@ -89,15 +90,8 @@ async def rep_states(
             cap=m.max_open_leads if m.max_open_leads is not None else default_cap,
         ))
         if offered_at is not None:
-            last[m.id] = _as_utc(offered_at)
+            last[m.id] = int(offered_at)
     return Team(states, last, members)
-
-
-def _as_utc(value: datetime | str) -> datetime:
-    # A scalar subquery loses the column type on SQLite, which hands back the text.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def available_reps(session: AsyncSession, rt: Runtime, now: datetime) -> Team:
@@ -193,16 +187,15 @@ async def route_lead(
 
 async def route_leads(
     session: AsyncSession, rt: Runtime, leads: list[Lead], now: datetime, *,
-    exclude: set[int] | None = None, share: int | None = None,
-    already: dict[int, int] | None = None,
+    exclude: set[int] | None = None, allowance: dict[int, int] | None = None,
 ) -> list[Member | None]:
     """Offer each lead, in order, to the rep the engine (or, as its fallback, round-robin)
     chooses among the available reps.
 
     The team is read once; each offer then counts against the chosen rep, as if the leads
-    had arrived one by one. `share` caps how many of these leads one rep may get (a
-    backlog is not handed to the first rep who comes on duty), counting `already`, the
-    leads each rep got earlier in the same pass (updated here).
+    had arrived one by one. `allowance`, when given, is how many more leads each rep may
+    get (counted down here; a rep missing from it gets none): a backlog is not handed to
+    the first rep who comes on duty.
     """
     team = await available_reps(session, rt, now)
     if not team.states:
@@ -220,10 +213,12 @@ async def route_leads(
             await engine_failed(session, rt, exc)
     if chooser is None:
         chooser = RoundRobinChoice(team)
-    given = already if already is not None else {}
+    order = max(team.last_offered.values(), default=0)  # offers of this batch come after
     chosen_reps: list[Member | None] = []
     for number, lead in enumerate(leads):
-        skip = set(exclude or ()) | {m for m, n in given.items() if share and n >= share}
+        skip = set(exclude or ())
+        if allowance is not None:
+            skip |= {m for m in team.members if allowance.get(m, 0) <= 0}
         if lead.reroutes:
             skip |= await _declined_by(session, lead.id)
         try:
@@ -237,13 +232,15 @@ async def route_leads(
             chosen_reps.append(None)
             continue
         rep = team.members[choice.member_id]
-        # A microsecond apart, so the rotation keeps the order of this batch.
+        # A microsecond apart, so the stored times keep the order of this batch.
         at = now + timedelta(microseconds=number)
         assignment = await offer(session, rt, lead, rep, at, method=choice.method,
                                  why=choice.why)
         assignment.scores, assignment.rule_id = choice.scores, choice.rule_id
-        chooser.take(choice.member_id, at)
-        given[choice.member_id] = given.get(choice.member_id, 0) + 1
+        order += 1
+        chooser.take(choice.member_id, order)
+        if allowance is not None:
+            allowance[choice.member_id] = allowance.get(choice.member_id, 0) - 1
         chosen_reps.append(rep)
     if isinstance(chooser, EngineChoice):
         await engine_recovered(session)
@@ -320,10 +317,10 @@ def reassign_card(lead: Lead, rt: Runtime) -> CardModel:
 async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     """Offer queued leads (oldest first) while reps are available; returns how many.
 
-    Each chunk is one short transaction, so a long queue does not hold the database. No
-    rep gets more than a fair share of the backlog in one pass (the queue divided among
-    the reps who could work today), so the first rep on duty is not handed the night's
-    leads; the next pass (the sweep, or the next rep on duty) goes on.
+    Each chunk is one short transaction, so a long queue does not hold the database. The
+    backlog is shared out level: no rep is brought above the fair share of the queue and
+    the open leads of the reps who can still work today, so the first rep on duty is not
+    handed the night's leads; the others' shares wait for them.
     """
     offered = 0
     async with rt.sessions() as session:
@@ -332,17 +329,16 @@ async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     if not waiting:
         await _queue_empty(rt)
         return 0
-    workforce = sum(could_work_today(s, rt.now(), rt.settings.zone) for s in team.states)
-    share = math.ceil(waiting / max(workforce, 1))
-    given: dict[int, int] = {}
+    now = rt.now()
+    workforce = [s for s in team.states if could_work_today(s, now, rt.settings.zone)]
+    level = math.ceil((waiting + sum(s.open_leads for s in workforce)) / max(len(workforce), 1))
+    allowance = {s.member_id: level - s.open_leads for s in workforce}
     while True:
         async with rt.sessions() as session, session.begin():
             queued = list((await session.scalars(
                 select(Lead).where(*_queued(rt)).order_by(Lead.id).limit(chunk)
             )).all())
-            full = {m for m, n in given.items() if n >= share}
-            reps = await route_leads(session, rt, queued, rt.now(), exclude=full,
-                                     share=share, already=given)
+            reps = await route_leads(session, rt, queued, rt.now(), allowance=allowance)
             placed = sum(rep is not None for rep in reps)
         offered += placed
         if placed < len(queued) or len(queued) < chunk:

@@ -73,14 +73,17 @@ def unavailable_reason(
 
 
 def round_robin(
-    candidates: list[RepState], last_offered: dict[int, datetime], exclude: set[int]
+    candidates: list[RepState], last_offered: dict[int, int], exclude: set[int]
 ) -> RepState | None:
-    """The candidate whose last offer is oldest (never offered comes first), ties by id."""
+    """The candidate whose last offer is oldest (never offered comes first), ties by id.
+
+    `last_offered` holds each rep's latest offer as an increasing number (assignment ids).
+    """
     eligible = [c for c in candidates if c.member_id not in exclude]
     if not eligible:
         return None
     return min(
         eligible,
         key=lambda c: (last_offered.get(c.member_id) is not None,
-                       last_offered.get(c.member_id) or datetime.min, c.member_id),
+                       last_offered.get(c.member_id) or 0, c.member_id),
     )

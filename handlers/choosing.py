@@ -133,9 +133,9 @@ class RoundRobinChoice:
                       T_WHY_ROUND_ROBIN.format(open=chosen.open_leads),
                       {"mode": "round_robin", "open_leads": chosen.open_leads})
 
-    def take(self, member_id: int, at: datetime) -> None:
+    def take(self, member_id: int, order: int) -> None:
         self.taken[member_id] = self.taken.get(member_id, 0) + 1
-        self.last[member_id] = at
+        self.last[member_id] = order
         states = []
         for state in self.states:
             if state.member_id == member_id:
@@ -196,9 +196,9 @@ class EngineChoice:
         return any(records[m].cap is None or records[m].open_leads < records[m].cap
                    for m in ids)
 
-    def take(self, member_id: int, at: datetime) -> None:
+    def take(self, member_id: int, order: int) -> None:
         self.taken[member_id] = self.taken.get(member_id, 0) + 1
-        self.chooser.take(member_id, at)
+        self.chooser.take(member_id, order)
 
 
 async def engine_failed(session: AsyncSession, rt: Runtime, exc: Exception) -> None:

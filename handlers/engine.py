@@ -51,7 +51,7 @@ class RepRecord:
     history: dict[str, tuple[int, int]] = field(default_factory=dict)
     online_minutes: float = 0.0
     team: str | None = None
-    last_offered: datetime | None = None
+    last_offered: int | None = None  # the rep's latest offer; a later offer is higher
 
 
 @dataclass(slots=True, frozen=True)
@@ -203,20 +203,20 @@ class Chooser:
         self.records = {r.member_id: r for r in records}
         self.priors = team_rates(records)
         self._version = dict.fromkeys(self.records, 0)
-        self._heaps: dict[str | None, list[tuple[float, tuple[int, float], int, int]]] = {}
+        self._heaps: dict[str | None, list[tuple[float, tuple[int, int], int, int]]] = {}
 
     def breakdown(self, member_id: int, industry: str | None) -> Breakdown:
         return score(self.records[member_id], industry, self.weights, self.priors)
 
-    def _key(self, member_id: int, industry: str | None) -> tuple[float, tuple[int, float],
+    def _key(self, member_id: int, industry: str | None) -> tuple[float, tuple[int, int],
                                                                    int, int]:
         record = self.records[member_id]
         offered = record.last_offered
-        order = (0, 0.0) if offered is None else (1, offered.timestamp())
+        order = (0, 0) if offered is None else (1, offered)
         return (-self.breakdown(member_id, industry).score, order, member_id,
                 self._version[member_id])
 
-    def _heap(self, industry: str | None) -> list[tuple[float, tuple[int, float], int, int]]:
+    def _heap(self, industry: str | None) -> list[tuple[float, tuple[int, int], int, int]]:
         heap = self._heaps.get(industry)
         if heap is None:
             heap = [self._key(m, industry) for m in self.records if self._open(m)]
@@ -259,11 +259,11 @@ class Chooser:
             heapq.heappush(heap, key)
         return None if chosen is None else self.breakdown(chosen, industry)
 
-    def take(self, member_id: int, at: datetime) -> None:
-        """The rep got a lead at `at`: one more open lead, offered last."""
+    def take(self, member_id: int, order: int) -> None:
+        """The rep got a lead, offered after every earlier one (`order`): one more open."""
         record = self.records[member_id]
         record.open_leads += 1
-        record.last_offered = at
+        record.last_offered = order
         self._version[member_id] += 1
         if self._open(member_id):
             for industry, heap in self._heaps.items():
