@@ -6,7 +6,13 @@ import asyncio
 import json
 import sys
 
-from benchmarks import bench_callbacks, bench_dingtalk, bench_intake
+from benchmarks import (
+    bench_callbacks,
+    bench_dingtalk,
+    bench_engine,
+    bench_intake,
+    simulate_assignment,
+)
 
 
 def _check(name: str, ok: bool, figure: str) -> bool:
@@ -25,6 +31,14 @@ async def main() -> int:
     print("DingTalk Stream (2,000 frames a phase at 500/s; disconnect frame, then a drop)…",
           flush=True)
     results["dingtalk"] = dt = await bench_dingtalk.run()
+    print("Engine (10,000 leads vs 200 reps; a 2,000-lead backlog at 09:00)…", flush=True)
+    results["engine"] = en = await bench_engine.run()
+    print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
+    simulated = simulate_assignment.simulate()["policies"]
+    results["simulation"] = sim = {
+        policy: {k: figures[k] for k in ("top3_lead_share", "top3_conversion_share",
+                                          "contact_2h_rate", "waited_over_48h")}
+        for policy, figures in simulated.items()}
     print(json.dumps(results, ensure_ascii=False, indent=2))
     print("\nTargets:")
     checks = [
@@ -58,6 +72,23 @@ async def main() -> int:
             f"{phase['reopened_ms']} ms; {phase['delivered_again']} frames in flight at "
             f"the break acked on the gateway's redelivery, all acked after "
             f"{phase['all_acked_after_s']} s"))
+    engine, backlog = en["engine"], en["backlog"]
+    checks += [
+        _check("engine alone ≥ 5,000 leads/s", engine["leads_per_second"] >= 5000,
+               f"{engine['leads_per_second']}/s ({engine['leads']} leads, {engine['reps']} reps)"),
+        _check("2,000 queued leads into the outbox < 5 s",
+               backlog["drain_seconds"] < 5 and backlog["cards_in_outbox"] == 2000,
+               f"{backlog['drain_seconds']} s, {backlog['offered']} offered, "
+               f"{backlog['leads_per_rep']} per rep"),
+        _check("backlog delivered within the budget (≤ 25 a minute, none dropped)",
+               backlog["delivered"] >= 2000 and backlog["busiest_minute_per_rep"] <= 25
+               and backlog["dropped_by_fake"] == 0,
+               f"{backlog['delivered']} delivered in {backlog['simulated_minutes']} simulated "
+               f"minutes, busiest minute {backlog['busiest_minute_per_rep']}"),
+    ]
+    print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
+    for policy, figures in sim.items():
+        print(f"  {policy}: {figures}")
     print(f"\nserver memory: callbacks {cb['server_rss_mb']} MiB (peak "
           f"{cb['server_peak_rss_mb']}), intake {it['server_rss_mb']} MiB (peak "
           f"{it['server_peak_rss_mb']})")

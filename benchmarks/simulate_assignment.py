@@ -337,8 +337,10 @@ def rep_record(world: World, state: RunState, rep: int, day: int,
     for lead in reversed(state.by_rep[rep]):
         if lead.assigned_at < since:
             break
-        accepted, converted = history.get(lead.arrival.industry, (0, 0))
         won = lead.converted_at is not None and lead.converted_at <= now
+        if not won and lead.assigned_at > now - timedelta(days=engine.MATURE_DAYS):
+            continue  # its outcome is not known yet: the product does not count it
+        accepted, converted = history.get(lead.arrival.industry, (0, 0))
         history[lead.arrival.industry] = (accepted + 1, converted + int(won))
     spans = world.presence[day][rep] or ()
     day_start = datetime.combine(world.days[day], time(0), ZONE)

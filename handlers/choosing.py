@@ -79,6 +79,9 @@ async def rep_records(session: AsyncSession, rt: Runtime, team: Team,
     """The engine's view of the available reps: two queries for the whole team."""
     ids = [s.member_id for s in team.states]
     history: dict[int, dict[str, tuple[int, int]]] = {i: {} for i in ids}
+    # A lead counts once its outcome is known (converted or lost) or it has had
+    # engine.MATURE_DAYS to convert: counting last week's leads as not converted would
+    # mark down every rep who got many leads lately.
     converted = func.sum(case((Lead.status == "converted", 1), else_=0))
     rows = await session.execute(
         select(Assignment.member_id, Lead.industry, func.count(func.distinct(Lead.id)),
@@ -86,7 +89,9 @@ async def rep_records(session: AsyncSession, rt: Runtime, team: Team,
         .join(Lead, Lead.id == Assignment.lead_id)
         .where(Assignment.state == "accepted", Assignment.member_id.in_(ids),
                Assignment.decided_at >= now - timedelta(days=HISTORY_DAYS),
-               Lead.industry.is_not(None))
+               Lead.industry.is_not(None),
+               Lead.status.in_(("converted", "lost"))
+               | (Assignment.decided_at <= now - timedelta(days=engine.MATURE_DAYS)))
         .group_by(Assignment.member_id, Lead.industry)
     )
     for member_id, industry, accepted, won in rows.all():

@@ -5,12 +5,13 @@ database and no clock (handlers.assignment gathers the data and writes the offer
 
 The factors, each turned into a 0–1 score on a fixed scale so that a rep's score does not
 move when colleagues join or leave (a team of 3 and a team of 300 score alike):
-- load: open leads (assigned or accepted, not yet contacted); 1 / (1 + open / 5), so no
-  open lead scores 1 and five score 0.5.
+- load: open leads (assigned or accepted, not yet contacted); 1 / (1 + open / 2), so no
+  open lead scores 1 and two score 0.5 (tuned with benchmarks/simulate_assignment.py).
 - conversion: converted ÷ accepted among the rep's leads of the lead's industry accepted
-  in the last 30 days, shrunk towards the team's rate by PRIOR_WEIGHT imaginary leads, so
-  a new rep starts at the team's rate instead of zero; scored rate / 0.5 (capped at 1).
-  Missing when the lead has no industry.
+  in the last 30 days whose outcome is known (converted, lost, or MATURE_DAYS old), shrunk
+  towards the team's rate by PRIOR_WEIGHT imaginary leads, so a new rep starts at the
+  team's rate instead of zero; scored rate / 0.5 (capped at 1). Missing when the lead has
+  no industry.
 - online: minutes online today (online_minutes), scored minutes / 240 (capped at 1).
 The score is 100 × Σ weight × factor score ÷ Σ weight over the factors present.
 """
@@ -26,12 +27,13 @@ FACTORS = ("load", "conversion", "online")
 DEFAULT_WEIGHTS = {"load": 30, "conversion": 40, "online": 30}
 FACTOR_NAMES = {"load": "负载", "conversion": "转化", "online": "在线"}
 
-LOAD_HALF = 5  # open leads at which the load score is one half
+LOAD_HALF = 2  # open leads at which the load score is one half
 CONVERSION_FULL = 0.5  # a conversion rate that scores full marks
 ONLINE_FULL_MINUTES = 240
 PRIOR_WEIGHT = 5  # imaginary leads at the team's rate added to every rep's record
 PRIOR_DEFAULT = 0.2  # the team's rate when the team itself has under PRIOR_MIN_LEADS
 PRIOR_MIN_LEADS = 10
+MATURE_DAYS = 14  # a lead counts in the conversion rate once this old, or decided
 ACTIVITY_MINUTES = 10  # a message counts as this many minutes online
 
 

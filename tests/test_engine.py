@@ -28,16 +28,16 @@ def rep(member_id, open_leads=0, history=None, minutes=0.0, **kw):
 
 
 def test_a_score_is_the_weighted_mean_of_the_three_factor_scores():
-    # load 1/(1+2/5) = 0.7142857; conversion (6 + 5*0.2)/(20 + 5) = 0.28 → 0.28/0.5 = 0.56;
-    # online 120/240 = 0.5. Score 100 * (30*0.7142857 + 40*0.56 + 30*0.5) / 100 = 58.8286
+    # load 1/(1+2/2) = 0.5; conversion (6 + 5*0.2)/(20 + 5) = 0.28 → 0.28/0.5 = 0.56;
+    # online 120/240 = 0.5. Score 100 * (30*0.5 + 40*0.56 + 30*0.5) / 100 = 52.4
     record = rep(1, open_leads=2, history={"industrial": (20, 6)}, minutes=120)
     breakdown = score(record, "industrial", W, priors={})
     assert breakdown.values == {"load": 2.0, "conversion": pytest.approx(0.28),
                                 "online": 120.0}
-    assert breakdown.parts["load"] == pytest.approx(0.7142857, abs=1e-6)
+    assert breakdown.parts["load"] == pytest.approx(0.5)
     assert breakdown.parts["conversion"] == pytest.approx(0.56)
     assert breakdown.parts["online"] == pytest.approx(0.5)
-    assert breakdown.score == pytest.approx(58.828571, abs=1e-5)
+    assert breakdown.score == pytest.approx(52.4)
 
 
 def test_a_new_rep_is_scored_at_the_teams_rate_not_zero():
@@ -132,7 +132,8 @@ def test_strong_conversion_wins_at_equal_load():
 def test_the_card_line_names_the_two_heaviest_factors_and_the_rule():
     record = rep(1, open_leads=1, history={"industrial": (20, 8)}, minutes=90)
     breakdown = score(record, "industrial", W, priors={"industrial": 0.4})
-    # parts: load 0.8333 * 30 = 25, conversion 0.4/0.5 = 0.8 * 40 = 32, online 0.375 * 30
+    # parts: load 1/(1+1/2) * 30 = 20, conversion 0.4/0.5 = 0.8 * 40 = 32, online
+    # 90/240 * 30 = 11.25: 63.25 in all
     line = explain(breakdown, "工业", 3, W)
-    assert line == ("推荐理由：近30天工业转化率 40%，未跟进线索 1 条（综合 68 分）；"
+    assert line == ("推荐理由：近30天工业转化率 40%，未跟进线索 1 条（综合 63 分）；"
                     "符合规则 #3")

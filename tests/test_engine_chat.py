@@ -33,10 +33,10 @@ async def post(chat, industry="medical", urgency="medium", n=1):
 
 
 async def give_history(chat, name, industry, accepted, converted):
-    """Leads the rep accepted in the last weeks, `converted` of them converted."""
+    """Leads the rep accepted three weeks ago, `converted` of them converted."""
     async with chat.rt.sessions() as session, session.begin():
         member = await session.scalar(select(Member).where(Member.name == name))
-        when = chat.rt.now() - timedelta(days=5)
+        when = chat.rt.now() - timedelta(days=20)  # old enough for its outcome to count
         for n in range(accepted):
             lead = Lead(company=f"历史客户{name}{n}", contact="周明", industry=industry,
                         status="converted" if n < converted else "contacted",
@@ -222,3 +222,27 @@ async def test_nobody_available_queues_with_one_alert_and_drains_when_a_rep_is_b
             select(func.count()).select_from(Outgoing)
             .where(Outgoing.recipient == "member:5", Outgoing.kind == "card"))
     assert owners == [5] * 5 and cards == 5
+
+
+async def test_leads_too_young_to_have_converted_do_not_mark_a_rep_down(chat):
+    from handlers.assignment import rep_states
+    from handlers.choosing import rep_records
+
+    await chat.add_members(*ROSTER)
+    await give_history(chat, "王芳", "medical", accepted=10, converted=4)  # 20 days old
+    async with chat.rt.sessions() as session, session.begin():
+        when = chat.rt.now() - timedelta(days=3)
+        for n, status in enumerate(["contacted"] * 6 + ["lost", "converted"]):
+            lead = Lead(company=f"新近客户{n}", contact="周明", industry="medical",
+                        status=status, assignee_id=4, urgency="low", source="expo")
+            session.add(lead)
+            await session.flush()
+            session.add(Assignment(lead_id=lead.id, member_id=4, state="accepted",
+                                   offered_at=when, decided_at=when))
+    async with chat.rt.sessions() as session:
+        team = await rep_states(session, chat.rt)
+        records = {r.name: r for r in await rep_records(session, chat.rt, team,
+                                                        chat.rt.now())}
+    # the six young leads still in progress wait; the lost and the converted one count
+    assert records["王芳"].history == {"medical": (12, 5)}
+    assert records["赵强"].history == {}
