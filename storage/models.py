@@ -126,6 +126,10 @@ class Lead(Base):
     reroutes: Mapped[int] = mapped_column(default=0)
     lost_reason: Mapped[str | None] = mapped_column(Text)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    landline: Mapped[str | None] = mapped_column(String(24), index=True)
+    employees: Mapped[int | None] = mapped_column(Integer)
+    first_contact_at: Mapped[datetime | None]
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_imports.id"), index=True)
     # Returns to the public pool (公海) so far: each one is routed again as `new`.
     pool_returns: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -232,6 +236,56 @@ class Approval(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
+
+
+class LeadImport(Base):
+    """One spreadsheet import: checked, then written all at once, or cancelled."""
+
+    __tablename__ = "lead_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(12), default="cli")  # cli | chat
+    # checking → checked → writing → published | cancelled | failed
+    state: Mapped[str] = mapped_column(String(12), default="checking", index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # accepted, written, rejected, duplicates, warnings (counts)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LeadImportRow(Base):
+    """The staging table: every checked row of an import, typed like a lead.
+
+    Valid rows are published into `leads` with one INSERT … SELECT; rejected and duplicate
+    rows keep their cells and the reason, for the report sent back to the importer.
+    """
+
+    __tablename__ = "lead_import_rows"
+    __table_args__ = (Index("ix_lead_import_rows_import_status", "import_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("lead_imports.id"))
+    row_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))  # valid | rejected | duplicate
+    problem: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    company: Mapped[str | None] = mapped_column(String(200))
+    contact: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(24))
+    landline: Mapped[str | None] = mapped_column(String(24))
+    email: Mapped[str | None] = mapped_column(String(200))
+    industry: Mapped[str | None] = mapped_column(String(32))
+    urgency: Mapped[str | None] = mapped_column(String(8))
+    source: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[int | None] = mapped_column(Integer)
+    first_contact_at: Mapped[datetime | None]
+    employees: Mapped[int | None] = mapped_column(Integer)
+    external_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class FollowUp(Base):
