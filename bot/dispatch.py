@@ -31,6 +31,7 @@ T_UNKNOWN_MEMBER = "您还不在销售团队名单中，暂时无法使用。请
 T_NOT_ALLOWED = "「{command}」只对{roles}开放。发送 /帮助 查看您可用的命令。"
 T_NOT_UNDERSTOOD = "没看懂「{text}」。发送 /帮助 查看可用的命令。"
 T_UNSUPPORTED = "暂不支持该类型消息。"
+T_VOICE_NO_TEXT = "收到语音，但平台没有给出识别文字。语音转写即将上线，请先用文字发送。"
 T_INACTIVE = "您在名单中的状态是「已离职」，无法使用机器人。如有疑问请联系管理员。"
 
 # A rep's messages count as presence for the engine's online factor; one row per this many
@@ -134,6 +135,13 @@ class Dispatcher:
             return await self._action(ctx)
         if event.kind == "text":
             return await self._text(ctx)
+        if event.kind == "voice" and event.text:
+            # The platform's own transcript (DingTalk `recognition`): a spoken command is a
+            # command; other speech is a follow-up note on the current lead.
+            return await self._text(ctx, spoken=True)
+        if event.kind == "voice":
+            await ctx.reply(T_VOICE_NO_TEXT)
+            return "voice_without_text"
         handler = self.kinds.get(event.kind)
         if handler is None:
             if event.kind in ("enter", "location_report", "system"):
@@ -158,10 +166,12 @@ class Dispatcher:
         await handler(ctx, object_id, option)
         return ctx.outcome
 
-    async def _text(self, ctx: Context) -> str:
+    async def _text(self, ctx: Context, spoken: bool = False) -> str:
         """A command by its word; else the answer the bot waits for; else a command typed
-        without a space; else "not understood"."""
+        without a space; else "not understood" (spoken: a follow-up note)."""
         text = normalize_text(ctx.event.text)
+        if spoken:
+            text = text.rstrip("。.！!？?，, ")
         word, args = split_command(text)
         command = self.commands.get(word) or (self.commands["帮助"] if not text else None)
         if command is None:
@@ -174,6 +184,8 @@ class Dispatcher:
             if name is not None:
                 command = self.commands[name]
                 args = text.lstrip("/").lstrip()[len(name):].strip()
+        if command is None and spoken and "记录" in self.commands:
+            command, args = self.commands["记录"], text
         if command is None:
             await ctx.reply(T_NOT_UNDERSTOOD.format(text=text[:30]))
             return "not_understood"

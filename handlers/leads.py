@@ -432,6 +432,8 @@ async def record(ctx: Context, args: str) -> None:
         await ctx.reply(T_RECORD_NOT_ACCEPTED.format(id=lead.id))
         return
     kind = "note" if ctx.member.role == "rep" else "interaction"
+    if ctx.event.kind == "voice":
+        kind = "voice_asr"  # the platform's transcript of a voice note
     ctx.session.add(FollowUp(lead_id=lead.id, member_id=ctx.member.id, kind=kind,
                              content=content, at=ctx.now))
     # A follow-up by the sales side keeps the lead out of the pool (公海); an interaction

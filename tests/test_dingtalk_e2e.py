@@ -144,3 +144,37 @@ async def test_without_a_template_cards_are_markdown_whose_actions_are_commands(
     await frame(chat, fake, await fake.push(fake.text("wangfang", f"接受 (accept:{lead_id})")))
     assert (await lead_of(chat, lead_id)).status == "accepted"
     assert f"已接受线索 #{lead_id}" in fake.texts_to("wangfang")[-1]
+
+
+async def test_c09_a_voice_note_with_dingtalk_recognition_is_logged_or_obeyed(chat, fake):
+    from sqlalchemy import select
+
+    from storage.models import FollowUp, Member
+
+    lead_id = await post_lead(chat)
+    [card] = fake.cards_to("wangfang")
+    await frame(chat, fake, await fake.click("wangfang", card.out_track_id, f"accept:{lead_id}"))
+    seen = len(fake.texts_to("wangfang"))
+
+    spoken = fake.message("wangfang", "audio", content={
+        "duration": 3600, "downloadCode": "DL_EXAMPLE", "recognition": "客户想要下周上门演示。"})
+    await frame(chat, fake, await fake.push(spoken))
+    assert fake.texts_to("wangfang")[seen:] == [
+        f"已记录到线索 #{lead_id}（深圳示例科技有限公司）。"]
+    async with chat.rt.sessions() as session:
+        note = await session.scalar(select(FollowUp).where(FollowUp.lead_id == lead_id))
+    assert (note.kind, note.content) == ("voice_asr", "客户想要下周上门演示")
+    assert (await lead_of(chat, lead_id)).status == "contacted"
+
+    command = fake.message("wangfang", "audio", content={"downloadCode": "DL_2",
+                                                         "recognition": "下班。"})
+    await frame(chat, fake, await fake.push(command))
+    assert fake.texts_to("wangfang")[seen + 1].startswith("已下班")
+    async with chat.rt.sessions() as session:
+        assert (await session.scalar(select(Member).where(Member.name == "王芳"))).duty == "off"
+
+    silent = fake.message("wangfang", "audio", content={"downloadCode": "DL_3",
+                                                        "recognition": ""})
+    await frame(chat, fake, await fake.push(silent))
+    assert fake.texts_to("wangfang")[seen + 2:] == [
+        "收到语音，但平台没有给出识别文字。语音转写即将上线，请先用文字发送。"]
