@@ -6,6 +6,7 @@ Owns connecting and upgrading the database; it knows nothing of leads or members
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+def _sqlite_pragmas(dbapi_conn, _record, foreign_keys: bool = True) -> None:  # noqa: ANN001
     # We issue BEGIN ourselves (below), so that every transaction takes the write lock
     # up front: a deferred one that later writes fails at once when another process
     # wrote in between, where BEGIN IMMEDIATE waits for busy_timeout instead.
@@ -40,7 +41,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connec
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -55,11 +56,15 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, foreign_keys: bool = True) -> AsyncEngine:
+    """The engine for `url`. Migrations pass foreign_keys=False on SQLite: a batch
+    migration rebuilds a table by copy, drop and rename, which the foreign keys of
+    the rows pointing at it would refuse (they are checked after the migration)."""
     ensure_sqlite_dir(url)
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect",
+                     functools.partial(_sqlite_pragmas, foreign_keys=foreign_keys))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     else:
         engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)

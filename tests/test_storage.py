@@ -24,6 +24,45 @@ async def test_migrations_apply_twice_without_harm(db_url):
     await upgrade_async(db_url)
 
 
+async def test_a_database_with_data_from_the_first_release_upgrades_intact(db_url):
+    """Rebuilding `leads` on SQLite must not trip over the rows that point at it."""
+    from sqlalchemy import text
+
+    from storage.db import create_engine, upgrade
+
+    await asyncio.to_thread(upgrade, db_url, "0001")
+    engine = create_engine(db_url)
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO members (id, name, role, status, industries, created_at, updated_at)"
+            " VALUES (1, '王芳', 'rep', 'active', '[]', :now, :now)"), {"now": now})
+        await conn.execute(text(
+            "INSERT INTO leads (id, company, contact, phone, status, assignee_id, origin,"
+            " reroutes, created_at, updated_at) VALUES (1, '深圳示例科技有限公司', '张伟',"
+            " '13800001234', 'accepted', 1, 'api', 0, :now, :now)"), {"now": now})
+        await conn.execute(text(
+            "INSERT INTO assignments (id, lead_id, member_id, state, method, offered_at)"
+            " VALUES (1, 1, 1, 'accepted', 'round_robin', :now)"), {"now": now})
+        await conn.execute(text(
+            "INSERT INTO follow_ups (id, lead_id, member_id, kind, content, at)"
+            " VALUES (1, 1, 1, 'note', '电话沟通', :now)"), {"now": now})
+        await conn.execute(text(
+            "INSERT INTO lead_status_changes (id, lead_id, to_status, at)"
+            " VALUES (1, 1, 'accepted', :now)"), {"now": now})
+    await engine.dispose()
+
+    await upgrade_async(db_url)
+
+    engine = create_engine(db_url)
+    async with engine.connect() as conn:
+        lead = (await conn.execute(text(
+            "SELECT company, assignee_id, pool_returns, customer_id FROM leads"))).one()
+        notes = (await conn.execute(text("SELECT count(*) FROM follow_ups"))).scalar()
+    await engine.dispose()
+    assert tuple(lead) == ("深圳示例科技有限公司", 1, 0, None) and notes == 1
+
+
 async def test_repeated_deliveries_are_recorded_once_across_processes(db_url):
     one, two = await _rt(db_url), await _rt(db_url)
     for rt in (one, two):

@@ -25,10 +25,21 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: "
+                           f"{broken[:5]}")
+
+
 async def _online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    # Foreign keys off on SQLite while tables are rebuilt; checked before the commit.
+    engine = create_engine(config.get_main_option("sqlalchemy.url"), foreign_keys=False)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
+        await connection.run_sync(_check_foreign_keys)
         await connection.commit()
     await engine.dispose()
 
