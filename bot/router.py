@@ -26,6 +26,15 @@ ROLE_NAMES = {
 }
 
 
+def is_number(text: str) -> bool:
+    """A record number as typed (线索号, 编号): up to 9 digits, half- or full-width.
+
+    Longer numbers cannot name a record and would overflow the database's integers.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 @dataclass(slots=True)
 class Command:
     names: tuple[str, ...]

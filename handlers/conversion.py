@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from bot.context import Context
 from bot.outbox import open_cards, update_card
-from bot.router import Router
+from bot.router import Router, is_number
 from cards.model import Button, CardField, CardModel
 from handlers.assignment import lead_fields, manager_of
 from handlers.customers import convert_lead
@@ -85,7 +85,7 @@ def _names(members: list[Member]) -> str:
 @router.command("转化", roles={"rep"}, usage=T_USAGE, summary="/转化 线索号：申请把线索转化为客户")
 async def request_conversion(ctx: Context, args: str) -> None:
     number = args.strip().lstrip("#")
-    if not number.isdigit():
+    if not is_number(number):
         await ctx.reply(T_USAGE)
         return
     lead = await ctx.session.get(Lead, int(number))
@@ -148,7 +148,7 @@ async def _open_approval(
     ctx: Context, object_id: str, *, card_closed: bool = False
 ) -> tuple[Approval, Lead, Member] | None:
     """The pending conversion the sender may decide, or None after a polite answer."""
-    approval = await ctx.session.get(Approval, int(object_id)) if object_id.isdigit() else None
+    approval = await ctx.session.get(Approval, int(object_id)) if is_number(object_id) else None
     rep = await ctx.session.get(Member, approval.requester_id) if approval else None
     if approval is None or approval.kind != KIND or rep is None:
         await ctx.reply(T_NO_APPROVAL)

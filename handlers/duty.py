@@ -19,10 +19,17 @@ T_LEAVE_PAST = "请假结束日期不能早于今天。"
 T_LEAVE = "已登记请假到 {day}，期间不会给您分配新线索。回来后发送 /销假。"
 T_BACK = "已销假，欢迎回来！"
 T_NOT_ON_LEAVE = "您目前没有请假。"
+T_ON_LEAVE = "您正在休假（到 {day}），休假期间不分配线索。要提前回来请发送 /销假。"
+T_LEAVE_TOO_FAR = "请假结束日期最多到一年以后（{day}）。"
 
 
 @router.command("上班", roles={"rep"}, usage="/上班", summary="/上班 /下班：开始或停止接收线索")
 async def on_duty(ctx: Context, args: str) -> None:
+    until = ctx.member.leave_until
+    if until is not None and until > ctx.now:
+        last_day = (until.astimezone(ctx.settings.zone) - timedelta(days=1)).date()
+        await ctx.reply(T_ON_LEAVE.format(day=last_day.isoformat()))
+        return
     ctx.member.duty, ctx.member.duty_at = "on", ctx.now
     ctx.session.add(Presence(member_id=ctx.member.id, kind="on", at=ctx.now))
     ctx.audit("member.duty", "member", ctx.member.id, None, {"duty": "on"})
@@ -56,8 +63,12 @@ async def leave(ctx: Context, args: str) -> None:
         await ctx.reply(T_LEAVE_USAGE)
         return
     zone = ctx.settings.zone
-    if last_day < ctx.now.astimezone(zone).date():
+    today = ctx.now.astimezone(zone).date()
+    if last_day < today:
         await ctx.reply(T_LEAVE_PAST)
+        return
+    if last_day > today + timedelta(days=366):
+        await ctx.reply(T_LEAVE_TOO_FAR.format(day=(today + timedelta(days=366)).isoformat()))
         return
     until = datetime.combine(last_day + timedelta(days=1), time(0), zone)
     ctx.member.leave_until = until

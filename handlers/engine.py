@@ -13,12 +13,16 @@ move when colleagues join or leave (a team of 3 and a team of 300 score alike):
   team's rate instead of zero; scored rate / 0.5 (capped at 1). Missing when the lead has
   no industry.
 - online: minutes online today (online_minutes), scored minutes / 240 (capped at 1).
-The score is 100 × Σ weight × factor score ÷ Σ weight over the factors present.
+The score is 100 × Σ weight × factor score ÷ Σ weight over the factors present. The best
+score wins among the reps within MAX_LEAD_GAP open leads of the least loaded one.
 """
 
 from __future__ import annotations
 
 import heapq
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +39,9 @@ PRIOR_DEFAULT = 0.2  # the team's rate when the team itself has under PRIOR_MIN_
 PRIOR_MIN_LEADS = 10
 MATURE_DAYS = 14  # a lead counts in the conversion rate once this old, or decided
 ACTIVITY_MINUTES = 10  # a message counts as this many minutes online
+# No rep is chosen while holding more than this many open leads over the least-loaded
+# candidate: however the weights are set, a burst cannot pile up on one rep.
+MAX_LEAD_GAP = 3
 
 
 class WeightsError(ValueError):
@@ -77,15 +84,19 @@ def _round(value: float | None) -> float | None:
 
 def parse_weights(text: str) -> dict[str, int]:
     """`负载=30 转化=40 在线=30` (any order, English names too) → validated weights."""
-    by_name = {**{v: k for k, v in FACTOR_NAMES.items()}, **{k: k for k in FACTORS}}
+    by_name = {**{v: k for k, v in FACTOR_NAMES.items()}, **{k: k for k in FACTORS},
+               "conv": "conversion"}
     weights: dict[str, int] = {}
-    for item in text.replace("，", " ").replace(",", " ").replace("＝", "=").split():
+    text = unicodedata.normalize("NFKC", text).replace("，", " ").replace(",", " ")
+    text = re.sub(r"\s*=\s*", "=", text)
+    for item in text.split():
         name, sep, value = item.partition("=")
         factor = by_name.get(name.strip().lower())
         if not sep or factor is None:
-            raise WeightsError(f"「{item}」不是「因子=数字」，因子是 负载、转化、在线")
-        if not value.strip().isdigit():
-            raise WeightsError(f"「{item}」的权重须是不小于 0 的整数")
+            raise WeightsError(f"「{item}」不是「因子=数字」，因子是 负载、转化、在线"
+                               "（load、conversion、online）")
+        if not re.fullmatch(r"[0-9]{1,3}", value):
+            raise WeightsError(f"「{item}」的权重须是 0 到 100 的整数")
         if factor in weights:
             raise WeightsError(f"「{FACTOR_NAMES[factor]}」写了两次")
         weights[factor] = int(value)
@@ -206,6 +217,8 @@ class Chooser:
         self.priors = team_rates(records)
         self._version = dict.fromkeys(self.records, 0)
         self._heaps: dict[str | None, list[tuple[float, tuple[int, int], int, int]]] = {}
+        # how many open reps hold each number of open leads: the floor is the least
+        self._loads = Counter(r.open_leads for r in records if self._open(r.member_id))
 
     def breakdown(self, member_id: int, industry: str | None) -> Breakdown:
         return score(self.records[member_id], industry, self.weights, self.priors)
@@ -239,12 +252,18 @@ class Chooser:
 
     def choose(self, industry: str | None, among: set[int] | None = None,
                exclude: set[int] | frozenset[int] = frozenset()) -> Breakdown | None:
-        """The best rep for a lead of this industry among `among` (None: everyone)."""
+        """The best rep for a lead of this industry among `among` (None: everyone),
+        skipping reps more than MAX_LEAD_GAP open leads above the least loaded."""
         if among is not None:
             best = self.ranked(industry, among, exclude)
-            return best[0] if best else None
+            if not best:
+                return None
+            floor = min(self.records[b.member_id].open_leads for b in best)
+            return next(b for b in best
+                        if self.records[b.member_id].open_leads <= floor + MAX_LEAD_GAP)
+        ceiling = min(self._loads, default=0) + MAX_LEAD_GAP
         heap = self._heap(industry)
-        skipped = []
+        skipped, held = [], []
         chosen = None
         while heap:
             key = heap[0]
@@ -255,18 +274,28 @@ class Chooser:
             if member_id in exclude:
                 skipped.append(heapq.heappop(heap))
                 continue
+            if self.records[member_id].open_leads > ceiling:
+                held.append(heapq.heappop(heap))
+                continue
             chosen = member_id
             break
-        for key in skipped:
+        if chosen is None and held:
+            chosen = held[0][2]  # the least loaded are all excluded: the best of the rest
+        for key in skipped + held:
             heapq.heappush(heap, key)
         return None if chosen is None else self.breakdown(chosen, industry)
 
     def take(self, member_id: int, order: int) -> None:
         """The rep got a lead, offered after every earlier one (`order`): one more open."""
         record = self.records[member_id]
+        self._loads[record.open_leads] -= 1
+        if not self._loads[record.open_leads]:
+            del self._loads[record.open_leads]
         record.open_leads += 1
         record.last_offered = order
         self._version[member_id] += 1
+        if self._open(member_id):
+            self._loads[record.open_leads] += 1
         if self._open(member_id):
             for industry, heap in self._heaps.items():
                 heapq.heappush(heap, self._key(member_id, industry))

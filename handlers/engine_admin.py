@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.alerts import alert_admins, resolve
 from bot.context import Context
-from bot.router import Router
+from bot.router import Router, is_number
 from handlers import engine, rules
 from handlers.assignment import available_reps, drain_queue
 from handlers.choosing import (
@@ -187,7 +187,7 @@ async def _add(ctx: Context, text: str) -> None:
 
 async def _rule(ctx: Context, number: str) -> Rule | None:
     number = number.lstrip("#")
-    rule = await ctx.session.get(Rule, int(number)) if number.isdigit() else None
+    rule = await ctx.session.get(Rule, int(number)) if is_number(number) else None
     if rule is None or rule.deleted_at is not None:
         await ctx.reply(T_RULE_NONE.format(id=number or "?"))
         return None

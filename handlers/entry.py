@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.context import Context
 from bot.outbox import open_cards, update_card
-from bot.router import Router
+from bot.router import Router, is_number
 from cards.model import Button, CardModel
 from config.settings import Settings
 from handlers.assignment import lead_fields
@@ -285,7 +285,7 @@ async def _announce(ctx: Context, lead: Lead) -> None:
 
 async def _my_draft(ctx: Context, object_id: str, closed: bool = False) -> Lead | None:
     """The draft whose tags the sender may fill, or None after a polite answer."""
-    lead = await ctx.session.get(Lead, int(object_id)) if object_id.isdigit() else None
+    lead = await ctx.session.get(Lead, int(object_id)) if is_number(object_id) else None
     if lead is None:
         await ctx.reply(T_NO_LEAD.format(id=object_id))
         ctx.outcome = "no_lead"

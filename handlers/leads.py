@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.context import Context
-from bot.router import Router
+from bot.router import Router, is_number
 from cards.model import Button, CardModel
 from handlers.assignment import (
     T_WHY_MANAGER,
@@ -71,7 +71,7 @@ def _stamp(ctx: Context) -> str:
 
 
 async def _lead(ctx: Context, object_id: str) -> Lead | None:
-    if not object_id.isdigit():
+    if not is_number(object_id):
         return None
     return await ctx.session.get(Lead, int(object_id))
 
@@ -134,7 +134,7 @@ async def _accept(ctx: Context, lead: Lead, assignment: Assignment) -> None:
 @router.command("接受", roles={"rep"}, usage=T_ACCEPT_USAGE, summary="接受 线索号：接受一条线索")
 async def accept_by_text(ctx: Context, args: str) -> None:
     lead_id = args.strip().lstrip("#")
-    if not lead_id.isdigit():
+    if not is_number(lead_id):
         await ctx.reply(T_ACCEPT_USAGE)
         return
     found = await _my_offer(ctx, lead_id)
@@ -330,7 +330,7 @@ async def reassign_open_reply(ctx: Context, text: str) -> None:
                 summary="/转派 线索号 姓名：把线索指派给某位销售")
 async def reassign_command(ctx: Context, args: str) -> None:
     lead_id, _, name = args.partition(" ")
-    if not lead_id.lstrip("#").isdigit() or not name.strip():
+    if not is_number(lead_id.lstrip("#")) or not name.strip():
         await ctx.reply(T_REASSIGN_USAGE)
         return
     await _reassign(ctx, int(lead_id.lstrip("#")), name)
@@ -382,7 +382,7 @@ async def _target_lead(ctx: Context, args: str) -> tuple[Lead | None, str]:
     """The lead a follow-up is about: a lead number, a company, or my current lead."""
     first, _, rest = args.partition(" ")
     mine = select(Lead).where(Lead.assignee_id == ctx.member.id)
-    if first.lstrip("#").isdigit() and rest:
+    if is_number(first.lstrip("#")) and rest:
         return await ctx.session.get(Lead, int(first.lstrip("#"))), rest.strip()
     if rest and len(first) >= 2:
         lead = await ctx.session.scalar(
@@ -418,7 +418,7 @@ async def record(ctx: Context, args: str) -> None:
         return
     lead, content = await _target_lead(ctx, args)
     named = args.split(" ", 1)[0].lstrip("#")
-    if lead is None and named.isdigit() and " " in args:
+    if lead is None and is_number(named) and " " in args:
         await ctx.reply(T_NO_LEAD.format(id=named))
         return
     if lead is None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import Context, audit
 from bot.outbox import enqueue, update_card
-from bot.router import Router
+from bot.router import Router, is_number
 from cards.model import Button, CardField, CardModel
 from config.settings import WorkingHours
 from handlers.assignment import lead_fields, manager_of, route_lead, set_status
@@ -291,7 +291,7 @@ async def _may_manage(ctx: Context, lead: Lead, rep: Member | None) -> bool:
 
 def _lead_number(text: str) -> int | None:
     number = text.strip().lstrip("#")
-    return int(number) if number.isdigit() else None
+    return int(number) if is_number(number) else None
 
 
 async def _named_lead(ctx: Context, lead_id: int) -> Lead | None:

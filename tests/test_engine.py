@@ -73,9 +73,12 @@ def test_weights_are_whole_numbers_that_sum_to_100():
                                                     "online": 30}
     assert parse_weights("online=0，load=100，conversion=0") == {"load": 100,
                                                              "conversion": 0, "online": 0}
+    assert parse_weights("负载 = 30  转化＝４０ 在线 =30") == {
+        "load": 30, "conversion": 40, "online": 30}
     for bad, word in [("负载=30 转化=40 在线=31", "101"), ("负载=-10 转化=80 在线=30", "-10"),
                       ("负载=30.5 转化=40 在线=29.5", "30.5"), ("负载=30 转化=70", "在线"),
-                      ("负荷=30 转化=40 在线=30", "负荷"), ("负载=- 转化=40 在线=30", "负载=-")]:
+                      ("负荷=30 转化=40 在线=30", "负荷"), ("负载=- 转化=40 在线=30", "负载=-"),
+                      ("负载=1e2 转化=0 在线=0", "1e2"), ("负载=٣٠ 转化=40 在线=30", "٣٠")]:
         with pytest.raises(WeightsError, match=word):
             parse_weights(bad)
 
@@ -137,3 +140,20 @@ def test_the_card_line_names_the_two_heaviest_factors_and_the_rule():
     line = explain(breakdown, "工业", 3, W)
     assert line == ("推荐理由：近30天工业转化率 40%，未跟进线索 1 条（综合 63 分）；"
                     "符合规则 #3")
+
+
+def test_a_burst_cannot_pile_up_on_the_rep_who_was_online_longest():
+    # A new reviewer's case: at high loads the load score flattens while the online bonus
+    # stays, so 王芳 (2 h more online) would win every lead. The gap guard stops that.
+    reps = [rep(1, minutes=240), rep(2, minutes=120), rep(3, minutes=0)]
+    chooser = Chooser(reps, W)
+    for order in range(1, 301):
+        chooser.take(chooser.choose("industrial").member_id, order)
+    loads = [r.open_leads for r in reps]
+    assert sum(loads) == 300 and max(loads) - min(loads) <= 3 + 1
+    # rules pick among fewer reps: the same guard holds there
+    reps = [rep(1, minutes=240), rep(2)]
+    chooser = Chooser(reps, W)
+    for order in range(1, 41):
+        chooser.take(chooser.choose("industrial", among={1, 2}).member_id, order)
+    assert [r.open_leads for r in reps] in ([22, 18], [21, 19])

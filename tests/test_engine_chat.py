@@ -85,7 +85,7 @@ async def test_an_admin_changes_the_weights_and_the_next_lead_follows_them(chat)
     [reply] = await chat.say("管理员甲", "/权重 负载=30 转化=40 在线=31")
     assert reply.text.startswith("权重未修改：三项权重之和须为 100，现在是 101")
     [reply] = await chat.say("管理员甲", "/权重 负载=-5 转化=75 在线=30")
-    assert "「负载=-5」的权重须是不小于 0 的整数" in reply.text
+    assert "「负载=-5」的权重须是 0 到 100 的整数" in reply.text
     [reply] = await chat.say("王芳", "/权重 负载=100 转化=0 在线=0")
     assert "只对管理员开放" in reply.text
     [reply] = await chat.say("管理员甲", "/权重 负载=100 转化=0 在线=0")
