@@ -122,7 +122,7 @@ class Stack:
 
 
 @asynccontextmanager
-async def wecom_stack(roster_rows: list[dict[str, str]]) -> AsyncIterator[Stack]:
+async def wecom_stack(roster_rows: list[dict[str, str]], **extra: str) -> AsyncIterator[Stack]:
     work = Path(tempfile.mkdtemp(prefix="salesbot-bench-"))
     db, url_file, port = work / "bench.db", work / "fake.url", free_port()
     fake_args = [PYTHON, "-m", "benchmarks.fake_wecom_server", str(url_file)]
@@ -132,7 +132,7 @@ async def wecom_stack(roster_rows: list[dict[str, str]]) -> AsyncIterator[Stack]
                 break
             await asyncio.sleep(0.1)
         fake_url = url_file.read_text()
-        env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url)
+        env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url, **extra)
         roster = work / "roster.csv"
         write_roster(roster, roster_rows)
         await asyncio.to_thread(import_roster, roster, env)

@@ -10,6 +10,7 @@ from benchmarks import (
     bench_callbacks,
     bench_dingtalk,
     bench_engine,
+    bench_import,
     bench_intake,
     simulate_assignment,
 )
@@ -33,6 +34,9 @@ async def main() -> int:
     results["dingtalk"] = dt = await bench_dingtalk.run()
     print("Engine (10,000 leads vs 200 reps; a 2,000-lead backlog at 09:00)…", flush=True)
     results["engine"] = en = await bench_engine.run()
+    print("Lead import (50,000-row xlsx by `salesbot leads import`, WeCom callbacks at "
+          f"{bench_import.RATE}/s meanwhile)…", flush=True)
+    results["import"] = im = await bench_import.run()
     print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
     simulated = simulate_assignment.simulate()["policies"]
     results["simulation"] = sim = {
@@ -85,6 +89,16 @@ async def main() -> int:
                and backlog["dropped_by_fake"] == 0,
                f"{backlog['delivered']} delivered in {backlog['simulated_minutes']} simulated "
                f"minutes, busiest minute {backlog['busiest_minute_per_rep']}"),
+    ]
+    checks += [
+        _check("50,000-row xlsx checked and imported < 60 s",
+               im["import_seconds"] < 60 and im["written"] == im["accepted"] > 0,
+               f"{im['import_seconds']} s, {im['written']} written, {im['rejected_rows']} "
+               f"rejected, {im['duplicates']} duplicates, peak RSS "
+               f"{im['import_peak_rss_mb']} MiB"),
+        _check("WeCom callbacks during the import p99 < 200 ms", im["callback_p99_ms"] < 200,
+               f"p99 {im['callback_p99_ms']} ms, p50 {im['callback_p50_ms']} ms, max "
+               f"{im['callback_max_ms']} ms over {im['callbacks_during_import']} callbacks"),
     ]
     print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
     for policy, figures in sim.items():

@@ -1,4 +1,5 @@
-"""The `salesbot` command line: serve, db upgrade, team import, console, demo."""
+"""The `salesbot` command line: serve, db upgrade, team import, leads import and template,
+console, demo."""
 
 from __future__ import annotations
 
@@ -55,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     team_import.add_argument("file")
     team_import.add_argument("--json", action="store_true", help="print a JSON summary")
 
+    leads = sub.add_parser("leads", help="lead import")
+    leads_sub = leads.add_subparsers(dest="leads_command", required=True)
+    leads_import = leads_sub.add_parser("import", help="import leads from csv or xlsx")
+    leads_import.add_argument("file")
+    leads_import.add_argument("--dry-run", action="store_true", help="check, write nothing")
+    leads_import.add_argument("--skip-invalid", action="store_true",
+                              help="write the valid rows even when some are rejected")
+    leads_import.add_argument("--sheet", help="the workbook's sheet to read")
+    leads_import.add_argument("--default", action="append", default=[], metavar="FIELD=VALUE",
+                              help="the value of FIELD where a row leaves it empty")
+    leads_import.add_argument("--json", action="store_true", help="print a JSON summary")
+    leads_template = leads_sub.add_parser("template", help="write the import template")
+    leads_template.add_argument("file", help="a .xlsx or .csv path")
+
     console = sub.add_parser("console", help="chat with the bot in the terminal")
     console.add_argument("--as", dest="as_name", required=True, help="a roster name")
 
@@ -92,6 +107,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from handlers.roster import import_roster_cli
 
         return asyncio.run(import_roster_cli(settings, Path(args.file), as_json=args.json))
+    if args.command == "leads":
+        return _leads(args, settings)
     if args.command == "console":
         from bot.console import run_console
 
@@ -101,6 +118,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return asyncio.run(load_demo_cli(settings, only_if_empty=args.if_empty))
     return 2
+
+
+def _leads(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.lead_import import (
+        ImportError,
+        ImportOptions,
+        import_leads_cli,
+        parse_defaults,
+        template_cli,
+    )
+
+    if args.leads_command == "template":
+        return template_cli(Path(args.file))
+    try:
+        defaults = parse_defaults(args.default)
+    except ImportError as exc:
+        print(f"salesbot: {exc}", file=sys.stderr)
+        return 2
+    options = ImportOptions(sheet=args.sheet, defaults=defaults,
+                            skip_invalid=args.skip_invalid)
+    return asyncio.run(import_leads_cli(settings, Path(args.file), options,
+                                        dry_run=args.dry_run, as_json=args.json))
 
 
 def serve(settings: Settings) -> int:

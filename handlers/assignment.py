@@ -28,7 +28,7 @@ from handlers.choosing import (
     engine_failed,
     engine_recovered,
 )
-from storage.models import Assignment, Card, Lead, LeadStatusChange, Member
+from storage.models import Assignment, Card, Lead, LeadImport, LeadStatusChange, Member
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -138,7 +138,7 @@ def lead_fields(lead: Lead, rt: Runtime) -> list[CardField]:
     fields = [
         CardField("公司", lead.company),
         CardField("联系人", lead.contact),
-        CardField("电话", lead.phone or "未填"),
+        CardField("电话", lead.phone or lead.landline or "未填"),
     ]
     if tags:
         fields.append(CardField("行业/紧急/来源", tags))
@@ -161,16 +161,21 @@ def lead_card(lead: Lead, rt: Runtime, why: str) -> CardModel:
 
 async def offer(
     session: AsyncSession, rt: Runtime, lead: Lead, rep: Member, now: datetime, *,
-    method: str, why: str, actor: Member | None = None,
+    method: str, why: str, actor: Member | None = None, card: bool = True,
 ) -> Assignment:
-    """Offer the lead to this rep: the assignment, the status and the card, together."""
+    """Offer the lead to this rep: the assignment, the status and the card, together.
+
+    Without `card` the rep is told by the caller instead (an import's one digest), and
+    accepts from /我的线索.
+    """
     assignment = Assignment(lead_id=lead.id, member_id=rep.id, method=method, why=why,
                             offered_at=now)
     session.add(assignment)
     lead.assignee_id = rep.id
     lead.assigned_at = now
     set_status(session, lead, "assigned", now, actor, why)
-    assignment.card = await enqueue(session, rt, rep, lead_card(lead, rt, why))
+    if card:
+        assignment.card = await enqueue(session, rt, rep, lead_card(lead, rt, why))
     audit(session, actor, "lead.offer", "lead", lead.id, None,
           {"rep": rep.name, "method": method}, now)
     rt.metrics.assignments.labels(method).inc()
@@ -188,6 +193,7 @@ async def route_lead(
 async def route_leads(
     session: AsyncSession, rt: Runtime, leads: list[Lead], now: datetime, *,
     exclude: set[int] | None = None, allowance: dict[int, int] | None = None,
+    card: bool = True,
 ) -> list[Member | None]:
     """Offer each lead, in order, to the rep the engine (or, as its fallback, round-robin)
     chooses among the available reps.
@@ -195,7 +201,7 @@ async def route_leads(
     The team is read once; each offer then counts against the chosen rep, as if the leads
     had arrived one by one. `allowance`, when given, is how many more leads each rep may
     get (counted down here; a rep missing from it gets none): a backlog is not handed to
-    the first rep who comes on duty.
+    the first rep who comes on duty. Without `card`, the offers carry no card (see offer).
     """
     team = await available_reps(session, rt, now)
     if not team.states:
@@ -235,7 +241,7 @@ async def route_leads(
         # A microsecond apart, so the stored times keep the order of this batch.
         at = now + timedelta(microseconds=number)
         assignment = await offer(session, rt, lead, rep, at, method=choice.method,
-                                 why=choice.why)
+                                 why=choice.why, card=card)
         assignment.scores, assignment.rule_id = choice.scores, choice.rule_id
         order += 1
         chooser.take(choice.member_id, order)
@@ -329,10 +335,7 @@ async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     if not waiting:
         await _queue_empty(rt)
         return 0
-    now = rt.now()
-    workforce = [s for s in team.states if could_work_today(s, now, rt.settings.zone)]
-    level = math.ceil((waiting + sum(s.open_leads for s in workforce)) / max(len(workforce), 1))
-    allowance = {s.member_id: level - s.open_leads for s in workforce}
+    allowance = fair_allowance(team, waiting, rt.now(), rt.settings.zone)
     while True:
         async with rt.sessions() as session, session.begin():
             queued = list((await session.scalars(
@@ -350,6 +353,14 @@ async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     return offered
 
 
+def fair_allowance(team: Team, waiting: int, now: datetime, zone) -> dict[int, int]:  # noqa: ANN001
+    """How many of `waiting` leads each rep who can still work today may get: nobody above
+    the level share of those leads and the reps' open ones."""
+    workforce = [s for s in team.states if could_work_today(s, now, zone)]
+    level = math.ceil((waiting + sum(s.open_leads for s in workforce)) / max(len(workforce), 1))
+    return {s.member_id: level - s.open_leads for s in workforce}
+
+
 def could_work_today(rep: RepState, now: datetime, zone) -> bool:
     """Active, reachable, not on leave and not signed off (/下班) today."""
     if rep.status != "active" or not rep.reachable or on_leave(rep.status, rep.leave_until, now):
@@ -359,10 +370,18 @@ def could_work_today(rep: RepState, now: datetime, zone) -> bool:
     return not signed_off
 
 
+# An import being assigned holds its leads this long; after a crash the queue takes them.
+IMPORT_LEASE = timedelta(minutes=10)
+
+
 def _queued(rt: Runtime) -> tuple:
-    """Leads waiting for a rep (not those waiting for their manager's decision)."""
+    """Leads waiting for a rep (not those waiting for their manager's decision, nor those
+    of an import that is handing them out by digest right now)."""
+    importing = select(LeadImport.id).where(LeadImport.state == "writing",
+                                            LeadImport.updated_at > rt.now() - IMPORT_LEASE)
     return (Lead.status == "new", Lead.assignee_id.is_(None),
-            Lead.reroutes < rt.settings.leads.max_reroutes)
+            Lead.reroutes < rt.settings.leads.max_reroutes,
+            Lead.import_id.is_(None) | Lead.import_id.not_in(importing))
 
 
 async def _queue_empty(rt: Runtime) -> None:

@@ -1,0 +1,586 @@
+"""Importing leads from spreadsheets: every row checked and staged, then all or nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import Workbook, load_workbook
+from sqlalchemy import func, select
+
+import handlers.lead_import as lead_import
+from bot.runtime import Runtime
+from handlers.intake import LeadInput, create_lead
+from handlers.lead_import import (
+    ImportError,
+    ImportOptions,
+    Rules,
+    check_import,
+    check_row,
+    load_report,
+    parse_date,
+    publish_import,
+    rejected_rows_xlsx,
+    stored_rejected_rows,
+    template_bytes,
+)
+from handlers.tabular import CellError, TableRow
+from storage.models import Customer, Lead, LeadImport, LeadStatusChange, Member, Outgoing
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SALESBOT = Path(sys.executable).with_name("salesbot")
+HEADER = ["客户名称", "联系人", "手机", "行业", "紧急程度", "来源"]
+TAGS = ["工业", "高", "展会"]
+
+
+def row(company, phone, contact="张三", tags=TAGS):
+    return [company, contact, phone, *tags]
+
+
+def csv_bytes(rows, header=HEADER, delimiter=",", encoding="utf-8") -> bytes:
+    lines = [delimiter.join(header)] + [delimiter.join("" if c is None else str(c) for c in r)
+                                        for r in rows]
+    return ("\n".join(lines) + "\n").encode(encoding)
+
+
+def xlsx_bytes(rows, header=HEADER, merges=(), sheets=None) -> bytes:
+    book = Workbook()
+    if sheets:
+        for title, (sheet_header, sheet_rows) in sheets.items():
+            ws = book.create_sheet(title)
+            ws.append(sheet_header)
+            for r in sheet_rows:
+                ws.append(r)
+    ws = book.active
+    ws.title = "线索"
+    ws.append(header)
+    for r in rows:
+        ws.append(r)
+    for merged in merges:
+        ws.merge_cells(merged)
+    if sheets:
+        book.move_sheet("线索", offset=len(sheets))  # the leads are not the first sheet
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+@pytest.fixture
+async def rt(settings):
+    runtime = Runtime(settings)
+    yield runtime
+    await runtime.close()
+
+
+async def add_members(rt, *rows) -> dict[str, Member]:
+    async with rt.sessions() as session, session.begin():
+        members = [Member(**({"role": "rep", "status": "active", "industries": []} | r))
+                   for r in rows]
+        session.add_all(members)
+    return {m.name: m for m in members}
+
+
+async def leads(rt) -> list[Lead]:
+    async with rt.sessions() as session:
+        return list((await session.scalars(select(Lead).order_by(Lead.id))).all())
+
+
+async def check(rt, data, filename="leads.csv", **options) -> lead_import.ImportReport:
+    return await check_import(rt, data, filename, ImportOptions(**options), actor=None,
+                              origin="cli")
+
+
+def rules(**owners) -> Rules:
+    return Rules({"industrial": "工业", "medical": "医疗", "education": "教育"},
+                 {"expo": "展会", "sem": "SEM", "referral": "转介绍"}, SHANGHAI,
+                 owners=owners)
+
+
+def one(values, **kw) -> lead_import.CheckedRow:
+    base = {"company": "深圳示例科技有限公司", "contact": "张三", "industry": "工业",
+            "urgency": "高", "source": "展会"}
+    return check_row(TableRow(2, base | values), rules(**kw))
+
+
+# --- one row (pure) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell, day", [
+    (45292, date(2024, 1, 1)), ("45292", date(2024, 1, 1)),
+    (datetime(2024, 1, 2), date(2024, 1, 2)), ("2024/01/03", date(2024, 1, 3)),
+    ("2024-1-3", date(2024, 1, 3)), ("2024年1月3日", date(2024, 1, 3)),
+])
+def test_dates_as_text_cells_or_excel_serials_from_1899_12_30(cell, day):
+    assert parse_date(cell, SHANGHAI).astimezone(SHANGHAI).date() == day
+
+
+def test_a_date_time_keeps_its_time_in_the_team_timezone():
+    assert parse_date("2024-01-03 09:30", SHANGHAI) == datetime(2024, 1, 3, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("cell", ["下周", "2024-13-01", "1850-01-01", True])
+def test_a_date_that_is_not_one_is_refused(cell):
+    with pytest.raises(CellError):
+        parse_date(cell, SHANGHAI)
+
+
+@pytest.mark.parametrize("cell", ["-", "—", "N/A", "无", None, "  "])
+def test_placeholders_mean_empty_in_optional_text_fields(cell):
+    checked = one({"phone": 13800000000, "note": cell, "email": cell, "landline": cell,
+                   "first_contact": cell})
+    assert checked.refusals == []
+    assert [checked.lead[k] for k in ("note", "email", "landline", "first_contact_at")] == \
+        [None] * 4
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("-", "应为不小于0的整数，不能是占位符“-”"), ("—", "应为不小于0的整数，不能是占位符“—”"),
+    (-3, "应为不小于0的整数，不能是负数"), ("-3", "应为不小于0的整数，不能是负数"),
+    (2.5, "应为整数，不能是小数"), ("十个", "应为不小于0的整数"),
+])
+def test_a_numeric_field_refuses_placeholders_negatives_and_fractions(cell, reason):
+    assert one({"phone": 13800000000, "employees": cell}).refusals == [("employees", reason)]
+
+
+@pytest.mark.parametrize("cell, number", [(None, None), (0, 0), ("12", 12), (30.0, 30)])
+def test_a_numeric_field_takes_a_whole_number_or_nothing(cell, number):
+    checked = one({"phone": 13800000000, "employees": cell})
+    assert (checked.refusals, checked.lead["employees"]) == ([], number)
+
+
+def test_a_phone_excel_stored_as_a_number_is_read_whole():
+    assert one({"phone": 13800000000.0}).lead["phone"] == "13800000000"
+    assert one({"phone": "13800000000.0"}).lead["phone"] == "13800000000"
+
+
+def test_scientific_notation_text_has_lost_digits_and_is_refused():
+    assert one({"phone": "1.38E+10"}).refusals == [("phone", "号码已被Excel科学计数法截断")]
+
+
+def test_a_landline_that_lost_its_leading_zero_is_flagged_not_guessed():
+    checked = one({"phone": 13800000000, "landline": 75512345678})
+    assert checked.refusals == []
+    assert checked.warnings == [("landline", "疑似丢失区号前导0")]
+    assert checked.lead["landline"] is None
+
+
+def test_a_lost_zero_landline_as_the_only_number_rejects_the_row():
+    checked = one({"landline": 75512345678})
+    assert checked.refusals == [("landline", lead_import.T_LOST_ZERO_ONLY)]
+
+
+def test_tags_in_chinese_or_english_and_unknown_ones_refused():
+    checked = one({"phone": "13800000000", "industry": "Medical", "urgency": "LOW",
+                   "source": "sem"})
+    assert [checked.lead[k] for k in ("industry", "urgency", "source")] == \
+        ["medical", "low", "sem"]
+    refused = one({"phone": "13800000000", "industry": "金融", "urgency": "-"}).refusals
+    assert refused == [("industry", "未知的取值“金融”（可选：工业/industrial、医疗/medical、"
+                                    "教育/education）"), ("urgency", "必填")]
+
+
+def test_required_fields_and_a_number():
+    checked = check_row(TableRow(7, {"company": "—", "contact": None}), rules())
+    assert checked.refusals == [("company", "必填"), ("contact", "必填"),
+                                ("phone", "手机号和座机至少填写一个"), ("industry", "必填"),
+                                ("urgency", "必填"), ("source", "必填")]
+
+
+def test_the_owner_must_be_a_rep_on_the_roster():
+    reps = {"王芳": (5, None), "李经理": (None, "“李经理”不是在职的销售，不能作为负责人")}
+    assert one({"phone": 13800000000, "owner": "王芳"}, **reps).lead["owner_id"] == 5
+    assert one({"phone": 13800000000, "owner": "李经理"}, **reps).refusals == [
+        ("owner", "“李经理”不是在职的销售，不能作为负责人")]
+    assert one({"phone": 13800000000, "owner": "赵六"}, **reps).refusals == [
+        ("owner", "名单中没有“赵六”")]
+
+
+# --- formats ---------------------------------------------------------------------------
+
+
+async def test_c17_gbk_from_chinese_excel_and_utf8_with_bom_each_import_one_row(rt):
+    text = ("客户名称,联系人,电话,行业,紧急程度,来源\n"
+            "深圳示例科技有限公司,张三,13800000000,工业,高,展会\n")
+    gbk = text.encode("gbk")
+    assert gbk[:2] == b"\xbf\xcd"
+    for data in (gbk, b"\xef\xbb\xbf" + text.encode("utf-8"), text.encode("gb18030")):
+        report = await check(rt, data)
+        assert (report.accepted, report.rejected, report.duplicates) == (1, [], [])
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])
+async def test_csv_delimiters_and_encodings_with_headers_in_any_order_and_spaces(
+    rt, delimiter, encoding,
+):
+    header = [" 来源 ", "phone", "　公司名称", "联系人 ", "industry", "URGENCY", "无关列"]
+    rows = [["expo", "13800001234", "深圳示例科技有限公司", "张三", "工业", "高", "x"],
+            ["SEM", "13800001235", "广州样例贸易有限公司", "李四", "medical", "low", "y"]]
+    report = await check(rt, csv_bytes(rows, header, delimiter, encoding))
+    assert (report.accepted, report.rejected, report.duplicates) == (2, [], [])
+    assert report.warnings == [{"row": 1, "field": "无关列", "message": "未知的列，已忽略"}]
+
+
+async def test_the_xlsx_sheet_with_the_expected_header_is_read_or_the_one_named(rt):
+    data = xlsx_bytes([row("深圳示例科技有限公司", 13800001234)],
+                      sheets={"说明": (["请按模板填写"], [["第一行是表头"]])})
+    report = await check(rt, data, "leads.xlsx")
+    assert report.accepted == 1
+    with pytest.raises(ImportError, match="找不到表头行"):
+        await check(rt, data, "leads.xlsx", sheet="说明")
+    with pytest.raises(ImportError, match="找不到工作表“其他”"):
+        await check(rt, data, "leads.xlsx", sheet="其他")
+
+
+@pytest.mark.parametrize("filename, data, message", [
+    ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100, "不支持旧版 .xls 格式"),
+    ("leads.json", b"[]", "不支持的文件格式“.json”"),
+    ("leads.csv", "备注\n随便写写\n".encode(), "缺少必需的列：company、contact、phone/landline"),
+])
+async def test_a_file_that_cannot_be_read_says_why_and_stores_nothing(rt, filename, data,
+                                                                       message):
+    with pytest.raises(ImportError, match=message):
+        await check(rt, data, filename)
+    async with rt.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LeadImport)) == 0
+
+
+async def test_a_missing_tag_column_is_needed_unless_a_default_supplies_it(rt):
+    header = ["客户名称", "联系人", "手机", "行业", "紧急程度"]
+    data = csv_bytes([["深圳示例科技有限公司", "张三", "13800001234", "工业", ""]], header)
+    with pytest.raises(ImportError, match="缺少必需的列：source"):
+        await check(rt, data)
+    report = await check(rt, data, defaults={"source": "展会", "urgency": "中"})
+    assert (report.accepted, report.rejected) == (1, [])
+    report = await publish_import(rt, report.import_id, actor=None)
+    [lead] = await leads(rt)
+    assert (lead.source, lead.urgency, lead.origin) == ("expo", "medium", "import")
+    with pytest.raises(ImportError, match="--default source=网购 无效"):
+        await check(rt, data, defaults={"source": "网购"})
+
+
+async def test_c16_excel_numbers_placeholders_serial_dates_and_merged_cells(rt):
+    reps = await add_members(rt, {"name": "张三"})
+    header = ["客户名称", "联系人", "手机", "座机", "首次联系", "负责人", "行业", "紧急程度",
+              "来源"]
+    rows = [
+        ["深圳示例科技有限公司", "甲", 13800000000, 75512345678, 45292, "张三", *TAGS],
+        ["广州样例贸易有限公司", "乙", None, "-", datetime(2024, 1, 2), None, *TAGS],
+        ["北京测试网络有限公司", "丙", 13900000000, "010-12345678", "2024/01/03", None,
+         *TAGS],
+        [None] * 9, [None] * 9,  # trailing empty rows make no phantom leads
+    ]
+    data = xlsx_bytes(rows, header, merges=["F2:F4"])
+    report = await check(rt, data, "leads.xlsx")
+    assert report.rejected == [{"row": 3, "field": "phone", "reason": "手机号和座机至少填写一个"}]
+    assert report.warnings == [{"row": 2, "field": "landline", "message": "疑似丢失区号前导0"}]
+    assert (report.accepted, report.duplicates) == (2, [])
+    report = await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
+    assert report.written == 2
+    first, third = await leads(rt)
+    assert (first.phone, first.landline, third.phone, third.landline) == \
+        ("13800000000", None, "13900000000", "01012345678")
+    assert [lead.first_contact_at.astimezone(SHANGHAI).date() for lead in (first, third)] \
+        == [date(2024, 1, 1), date(2024, 1, 3)]
+    assert {lead.assignee_id for lead in (first, third)} == {reps["张三"].id}
+    assert {lead.status for lead in (first, third)} == {"accepted"}
+
+
+async def test_c16_a_csv_phone_in_scientific_notation_is_refused_never_stored(rt):
+    data = csv_bytes([row("深圳示例科技有限公司", "1.38E+10")])
+    report = await check(rt, data)
+    assert report.rejected == [
+        {"row": 2, "field": "phone", "reason": "号码已被Excel科学计数法截断"}]
+    report = await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
+    assert (report.written, await leads(rt)) == (0, [])
+
+
+async def test_merged_cells_fill_their_range_and_plain_blanks_stay_blank(rt):
+    await add_members(rt, {"name": "王芳"})
+    header = [*HEADER, "负责人"]
+    rows = [[*row("深圳示例科技有限公司", 13800001231), "王芳"],
+            [*row("广州样例贸易有限公司", 13800001232), None],
+            [*row("北京测试网络有限公司", 13800001233), None]]
+    report = await check(rt, xlsx_bytes(rows, header, merges=["G2:G3"]), "leads.xlsx")
+    await publish_import(rt, report.import_id, actor=None)
+    assert [lead.status for lead in await leads(rt)] == ["accepted", "accepted", "new"]
+
+
+# --- duplicates ------------------------------------------------------------------------
+
+
+async def test_c15_phone_formats_are_one_contact_and_duplicates_of_the_first_row(rt):
+    mobiles = ["+86 138-0000-0000", "0086 13800000000", "(+86)13800000000",
+               "86-138 0000 0000", "１３８００００００００", " 138 0000 0000 ", "13800000000.0",
+               "+8613800000000"]
+    landlines = ["0755-1234 5678", "+86 755 12345678", "(0755)12345678", "075512345678转801"]
+    rows = [row(f"公司{n}", p) for n, p in enumerate([*mobiles, *landlines, "1380000000"])]
+    report = await check(rt, csv_bytes(rows))
+    assert report.accepted == 2
+    assert report.duplicates == [{"row": n, "of": 2, "kind": "in_file"} for n in range(3, 10)] \
+        + [{"row": n, "of": 10, "kind": "in_file"} for n in range(11, 14)]
+    assert report.rejected == [
+        {"row": 14, "field": "phone", "reason": "手机号应为11位，这里是10位"}]
+    await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
+    assert [lead.phone for lead in await leads(rt)] == ["13800000000", "075512345678"]
+
+
+async def test_duplicates_of_leads_customers_and_known_external_ids_are_not_written(rt):
+    async with rt.sessions() as session, session.begin():
+        old, _ = await create_lead(session, rt, LeadInput(
+            "深圳示例科技有限公司", "张三", "13800001234", "industrial", "high", "expo",
+            external_id="EXPO-1"), rt.now(), origin="api")
+        landline, _ = await create_lead(session, rt, LeadInput(
+            "上海示例有限公司", "钱七", "075512345678-801", "industrial", "high", "expo"),
+            rt.now(), origin="api")
+        customer = Customer(company="广州样例贸易有限公司", contact="李四", phone="13800001235")
+        session.add(customer)
+    header = [*HEADER, "座机", "外部编号"]
+    rows = [[*row("新公司甲", "13800001234"), "", ""],
+            [*row("新公司乙", "138 0000 1235"), "", ""],
+            [*row("新公司丙", "13800001236"), "", "EXPO-1"],
+            [*row("新公司丁", ""), "0755-12345678", ""],
+            [*row("新公司戊", "13800001237"), "", "EXPO-2"],
+            [*row("新公司己", "13800001238"), "", "EXPO-2"]]
+    report = await check(rt, csv_bytes(rows, header))
+    assert report.duplicates == [
+        {"row": 2, "of": old.id, "kind": "lead"},
+        {"row": 3, "of": customer.id, "kind": "customer"},
+        {"row": 4, "of": old.id, "kind": "external_id"},
+        {"row": 5, "of": landline.id, "kind": "lead"},
+        {"row": 7, "of": 6, "kind": "in_file"},
+    ]
+    assert (report.accepted, report.rejected) == (1, [])
+    report = await publish_import(rt, report.import_id, actor=None)
+    assert (report.written, len(await leads(rt))) == (1, 3)
+
+
+async def test_a_lead_stored_between_check_and_publish_becomes_a_duplicate(rt):
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234"),
+                                        row("广州样例贸易有限公司", "13800001235")]))
+    async with rt.sessions() as session, session.begin():
+        late, _ = await create_lead(session, rt, LeadInput(
+            "广州样例贸易有限公司", "李四", "13800001235", "industrial", "high", "expo"),
+            rt.now(), origin="api")
+    report = await publish_import(rt, report.import_id, actor=None)
+    assert report.written == 1
+    assert report.duplicates == [{"row": 3, "of": late.id, "kind": "lead"}]
+
+
+# --- all or nothing --------------------------------------------------------------------
+
+
+async def test_rejected_rows_without_skip_invalid_write_nothing_and_the_import_waits(rt):
+    data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "13800001235")])
+    report = await check(rt, data)
+    assert report.rejected == [{"row": 3, "field": "company", "reason": "必填"}]
+    again = await publish_import(rt, report.import_id, actor=None)
+    assert (again.written, again.state, await leads(rt)) == (0, "checked", [])
+    done = await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
+    assert (done.written, done.state, len(await leads(rt))) == (1, "published", 1)
+
+
+async def test_a_failure_during_publish_writes_nothing(rt, monkeypatch):
+    report = await check(rt, csv_bytes([row(f"公司{n}", f"1380000{n:04d}") for n in range(5)]))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(lead_import, "audit", broken)  # after the INSERT, in its transaction
+    with pytest.raises(RuntimeError):
+        await publish_import(rt, report.import_id, actor=None)
+    assert await leads(rt) == []
+    assert (await load_report(rt, report.import_id)).state == "checked"
+    monkeypatch.undo()
+    assert (await publish_import(rt, report.import_id, actor=None)).written == 5
+
+
+async def test_publishing_twice_writes_once_and_answers_the_same_report(rt):
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    first = await publish_import(rt, report.import_id, actor=None)
+    second = await publish_import(rt, report.import_id, actor=None)
+    assert first == second and first.written == 1
+    assert len(await leads(rt)) == 1
+
+
+async def test_cancel_drops_the_staged_rows_and_publish_is_refused(rt):
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    await lead_import.cancel_import(rt, report.import_id, actor=None)
+    with pytest.raises(ImportError, match="已取消"):
+        await publish_import(rt, report.import_id, actor=None)
+    assert await stored_rejected_rows(rt, report.import_id) == []
+
+
+async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
+    data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "1.38E+10"),
+                      row("广州样例贸易有限公司", "13800001234")])
+    report = await check(rt, data)
+    stored = await load_report(rt, report.import_id)
+    assert stored == report
+    book = load_workbook(io.BytesIO(rejected_rows_xlsx(
+        await stored_rejected_rows(rt, report.import_id))))
+    cells = [list(r) for r in book.active.iter_rows(values_only=True)]
+    assert cells == [
+        ["行号", "公司名称", "联系人", "手机号", "行业", "紧急程度", "来源渠道", "原因"],
+        [3, None, "张三", "1.38E+10", "工业", "高", "展会",
+         "公司名称：必填；手机号：号码已被Excel科学计数法截断"],
+        [4, "广州样例贸易有限公司", "张三", "13800001234", "工业", "高", "展会", "与第2行重复"],
+    ]
+
+
+def test_the_template_holds_the_chinese_names_in_xlsx_and_csv():
+    names = ["公司名称", "联系人", "手机号", "座机", "邮箱", "行业", "紧急程度", "来源渠道",
+             "备注", "负责人", "首次联系", "员工数", "外部编号"]
+    book = load_workbook(io.BytesIO(template_bytes("xlsx")))
+    assert [c.value for c in book.active[1]] == names
+    assert template_bytes("csv").decode("utf-8-sig").strip() == ",".join(names)
+
+
+# --- assignment ------------------------------------------------------------------------
+
+
+async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(chat):
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
+    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
+                                actor=None, origin="chat")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    stored = await leads(chat.rt)
+    assert {lead.status for lead in stored} == {"assigned"}
+    assert await _cards(chat.rt) == 0  # no card per lead: one digest each
+    for name in ("王芳", "赵强"):
+        messages = await chat.inbox(name)
+        mine = [f"#{lead.id}" for lead in stored
+                if lead.assignee_id == (await _member(chat.rt, name)).id]
+        assert [m.text for m in messages] == [
+            f"导入分配给您 3 条新线索（{'、'.join(mine)}），发送 /我的线索 查看并接受"]
+        listing = await chat.say(name, "/我的线索")
+        assert listing[0].text.startswith("您的进行中线索（3 条）：")
+        assert all(f"{n} " in listing[0].text for n in mine)
+    async with chat.rt.sessions() as session:
+        history = (await session.scalars(select(LeadStatusChange.to_status)
+                                         .order_by(LeadStatusChange.id))).all()
+    assert await _cards(chat.rt) == 6  # the first 3 of each rep, sent by /我的线索
+    assert history == ["new"] * 6 + ["assigned"] * 6
+
+
+async def _cards(rt) -> int:
+    async with rt.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(Outgoing)
+                                    .where(Outgoing.kind == "card"))
+
+
+async def test_import_assignment_keeps_within_each_reps_cap(chat):
+    await chat.add_members({"name": "王芳", "max_open_leads": 2},
+                           {"name": "赵强", "max_open_leads": 1})
+    rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(5)]
+    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
+                                actor=None, origin="chat")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    assert [lead.status for lead in await leads(chat.rt)] == \
+        ["assigned"] * 3 + ["new"] * 2
+    assert [m.text[:13] for m in await chat.inbox("王芳")] == ["导入分配给您 2 条新线索"]
+    assert [m.text[:13] for m in await chat.inbox("赵强")] == ["导入分配给您 1 条新线索"]
+
+
+async def _member(rt, name) -> Member:
+    async with rt.sessions() as session:
+        return await session.scalar(select(Member).where(Member.name == name))
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def run_cli(tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+    env["SALESBOT_DATABASE__URL"] = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    return subprocess.run([str(SALESBOT), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+
+
+def cli_leads(tmp_path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        return conn.execute("SELECT count(*) FROM leads").fetchone()[0]
+
+
+def test_cli_exit_0_writes_and_prints_the_json_last(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234"),
+                                row("广州样例贸易有限公司", "13800001234")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "accepted": 1, "written": 1, "rejected": [],
+        "duplicates": [{"row": 3, "of": 2, "kind": "in_file"}], "warnings": []}
+    assert cli_leads(tmp_path) == 1
+
+
+def test_cli_dry_run_writes_nothing(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 1
+    assert cli_leads(tmp_path) == 0
+
+
+def test_cli_exit_1_writes_nothing_unless_skip_invalid(tmp_path):
+    path = tmp_path / "leads.csv"
+    header = [*HEADER, "员工数"]
+    path.write_bytes(csv_bytes([[*row("深圳示例科技有限公司", "13800001234"), "12"],
+                                [*row("广州样例贸易有限公司", "13800001235"), "-"]], header))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json")
+    assert done.returncode == 1
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["rejected"] == [{"row": 3, "field": "employees",
+                                    "reason": "应为不小于0的整数，不能是占位符“-”"}]
+    assert (summary["accepted"], summary["written"], cli_leads(tmp_path)) == (1, 0, 0)
+    assert "第3行 员工数: 应为不小于0的整数，不能是占位符“-”" in done.stderr
+    done = run_cli(tmp_path, "leads", "import", str(path), "--skip-invalid", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout.strip().splitlines()[-1])["written"] == 1
+    assert cli_leads(tmp_path) == 1
+
+
+def test_cli_default_and_sheet(tmp_path):
+    path = tmp_path / "leads.xlsx"
+    header = ["客户名称", "联系人", "手机"]
+    path.write_bytes(xlsx_bytes([["深圳示例科技有限公司", "张三", 13800001234]], header,
+                                sheets={"说明": (["随便"], [])}))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--sheet", "线索", "--json",
+                   "--default", "行业=工业", "--default", "urgency=high",
+                   "--default", "来源=展会")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["written"] == 1
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64, "不支持旧版 .xls 格式"),
+    ("leads.csv", b"\xff\xfe\x00", "无法识别文件的文字编码"),
+    ("leads.csv", "备注\n随便\n".encode(), "缺少必需的列"),
+])
+def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 0
+
+
+def test_cli_template(tmp_path):
+    done = run_cli(tmp_path, "leads", "template", str(tmp_path / "模板.xlsx"))
+    assert done.returncode == 0, done.stderr
+    assert load_workbook(tmp_path / "模板.xlsx").active["A1"].value == "公司名称"
+    assert run_cli(tmp_path, "leads", "template", str(tmp_path / "t.txt")).returncode == 2
