@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cards.model import CardModel
+from cards.model import CardField, CardModel
 
 # Limits from the template_card reference (developer.work.weixin.qq.com/document/path/90236):
 # at most 6 buttons and 6 horizontal items; the lengths are the documented
@@ -76,8 +76,14 @@ def _content(card: CardModel, task_id: str, status: str | None = None) -> dict[s
     if lines:
         body["sub_title_text"] = clip("\n".join(lines), SUBTITLE_CHARS)
     if shown:
-        body["horizontal_content_list"] = [
-            {"keyname": clip(f.label, KEYNAME_CHARS), "value": clip(f.value or "-", VALUE_CHARS)}
-            for f in shown
-        ]
+        body["horizontal_content_list"] = [_item(f) for f in shown]
     return body
+
+
+def _item(item: CardField) -> dict[str, Any]:
+    """A horizontal item; one with a link is `type` 1, opened by a tap (doc 90236)."""
+    shown: dict[str, Any] = {"keyname": clip(item.label, KEYNAME_CHARS),
+                             "value": clip(item.value or "-", VALUE_CHARS)}
+    if item.url:
+        shown |= {"type": 1, "url": item.url}
+    return shown
