@@ -35,7 +35,13 @@ def clip(text: str, limit: int) -> str:
 
 
 def template_card(card: CardModel, task_id: str) -> dict[str, Any]:
-    """The card as sent: title, description, fields and its buttons."""
+    """The card as sent: title, description, fields and its buttons.
+
+    A card sent already decided (no buttons) looks like a closed one: a button_interaction
+    card needs at least one button.
+    """
+    if not card.buttons:
+        return updated_template_card(card, task_id)
     body = _content(card, task_id)
     body["button_list"] = [
         {"text": clip(b.label, BUTTON_CHARS), "style": STYLES.get(b.style, 2), "key": b.key}

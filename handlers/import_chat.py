@@ -255,7 +255,10 @@ async def check_and_report(rt: Runtime, member_id: int, data: bytes, filename: s
     await notes.close()
     if report.import_id is not None and report.accepted == 0:
         # Nothing to confirm: the import is closed at once, its problems still shown.
-        await core.cancel_import(rt, report.import_id, actor=member)
+        try:
+            await core.cancel_import(rt, report.import_id, actor=member)
+        except Exception:
+            log.exception("import %s with no valid row could not be closed", report.import_id)
     async with rt.sessions() as session, session.begin():
         url = None
         if report.import_id is not None and (report.rejected or report.duplicates):

@@ -560,3 +560,16 @@ async def test_the_key_survives_a_restart(page_bot):
     uploads._KEYS.clear()
     async with rt.sessions() as session, session.begin():
         assert await uploads.signing_key(session, rt) == first
+
+
+@core
+async def test_a_file_without_a_valid_row_is_closed_at_once(platform):
+    bad = "\n".join([HEADER, "示例科技五号,张五,12345,工业,高,展会"]).encode("utf-8")
+    await platform.upload("王芳", "bad.csv", bad)
+    await settle(platform.rt)
+    [card] = platform.cards("王芳")
+    assert card.keys == [] and card.status == "没有可以导入的行，请修改文件后重新发送"
+    assert "第2行 电话：" in card.body
+    async with platform.rt.sessions() as session:
+        [state] = (await session.scalars(select(LeadImport.state))).all()
+    assert state == "cancelled" and await leads_written(platform.rt) == 0
