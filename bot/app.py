@@ -34,12 +34,13 @@ def routers() -> list[Router]:
         engine_admin,
         entry,
         help,
+        import_chat,
         leads,
         lifecycle,
     )
 
     return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
-            duty.router, engine_admin.router, analysis.router]
+            duty.router, import_chat.router, engine_admin.router, analysis.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -67,9 +68,10 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> web.Application
     app.router.add_get("/metrics", metrics)
     for channel in rt.channels.values():
         channel.add_routes(app)
-    from bot import api
+    from bot import api, uploads
 
     api.add_routes(app)
+    uploads.add_routes(app)
     if settings.sim_enabled:
         from bot import sim
 

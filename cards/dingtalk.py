@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from cards.model import ACTIONS, CardModel
+from cards.model import ACTIONS, CardField, CardModel
 
 TEMPLATE_FILE = Path(__file__).resolve().parent.parent / "config" / "dingtalk_card_template.json"
 
@@ -41,12 +41,16 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _value(item: CardField) -> str:
+    return f"[{item.value or item.url}]({item.url})" if item.url else (item.value or "-")
+
+
 def _body(card: CardModel) -> str:
     """Description and fields as the card's markdown body."""
     lines = []
     if card.description:
         lines.append(card.description)
-    lines.extend(f"**{f.label}**：{f.value or '-'}" for f in card.fields)
+    lines.extend(f"**{f.label}**：{_value(f)}" for f in card.fields)
     return "  \n".join(lines)
 
 

@@ -33,6 +33,8 @@ class Button:
 class CardField:
     label: str
     value: str
+    # A link behind the value (a download, a page): each renderer shows it its own way.
+    url: str | None = None
 
 
 @dataclass(slots=True)

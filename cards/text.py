@@ -9,7 +9,7 @@ def render_text(card: CardModel) -> str:
     lines = [f"【{card.title}】"]
     if card.description:
         lines.append(card.description)
-    lines.extend(f"{f.label}：{f.value}" for f in card.fields)
+    lines.extend(f"{f.label}：{f.value}" + (f" {f.url}" if f.url else "") for f in card.fields)
     if card.status:
         lines.append(f"✔ {card.status}")
     for number, button in enumerate(card.buttons, start=1):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cards.model import CardModel
+from cards.model import CardField, CardModel
 
 # Limits from the template_card reference (developer.work.weixin.qq.com/document/path/90236):
 # at most 6 buttons and 6 horizontal items; the lengths are the documented
@@ -35,7 +35,13 @@ def clip(text: str, limit: int) -> str:
 
 
 def template_card(card: CardModel, task_id: str) -> dict[str, Any]:
-    """The card as sent: title, description, fields and its buttons."""
+    """The card as sent: title, description, fields and its buttons.
+
+    A card sent already decided (no buttons) looks like a closed one: a button_interaction
+    card needs at least one button.
+    """
+    if not card.buttons:
+        return updated_template_card(card, task_id)
     body = _content(card, task_id)
     body["button_list"] = [
         {"text": clip(b.label, BUTTON_CHARS), "style": STYLES.get(b.style, 2), "key": b.key}
@@ -76,8 +82,14 @@ def _content(card: CardModel, task_id: str, status: str | None = None) -> dict[s
     if lines:
         body["sub_title_text"] = clip("\n".join(lines), SUBTITLE_CHARS)
     if shown:
-        body["horizontal_content_list"] = [
-            {"keyname": clip(f.label, KEYNAME_CHARS), "value": clip(f.value or "-", VALUE_CHARS)}
-            for f in shown
-        ]
+        body["horizontal_content_list"] = [_item(f) for f in shown]
     return body
+
+
+def _item(item: CardField) -> dict[str, Any]:
+    """A horizontal item; one with a link is `type` 1, opened by a tap (doc 90236)."""
+    shown: dict[str, Any] = {"keyname": clip(item.label, KEYNAME_CHARS),
+                             "value": clip(item.value or "-", VALUE_CHARS)}
+    if item.url:
+        shown |= {"type": 1, "url": item.url}
+    return shown

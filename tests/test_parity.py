@@ -38,8 +38,9 @@ class Shown:
 class WeCom:
     name = "wecom"
 
-    def __init__(self) -> None:
+    def __init__(self, ids: dict[str, str] = IDS) -> None:
         self.fake = wecom.FakeWeCom()
+        self.ids = ids  # roster name → platform user id
 
     async def start(self, aiohttp_client: Any, db_url: str) -> Chat:
         await self.fake.start()
@@ -55,16 +56,16 @@ class WeCom:
         assert attempt.status == 200
 
     async def say(self, name: str, text: str) -> None:
-        await self._post(self.fake.text_xml(IDS[name], text))
+        await self._post(self.fake.text_xml(self.ids[name], text))
 
     async def click(self, name: str, card: Shown, key: str) -> None:
-        await self._post(self.fake.click_xml(IDS[name], card.ref, key))
+        await self._post(self.fake.click_xml(self.ids[name], card.ref, key))
 
     def texts(self, name: str) -> list[str]:
-        return self.fake.texts_to(IDS[name])
+        return self.fake.texts_to(self.ids[name])
 
     def cards(self, name: str) -> list[Shown]:
-        return [self._shown(card) for card in self.fake.cards_to(IDS[name])]
+        return [self._shown(card) for card in self.fake.cards_to(self.ids[name])]
 
     def _shown(self, card: dict[str, Any]) -> Shown:
         updates = [u for u in self.fake.updates if u["task_id"] == card["task_id"]]
@@ -79,8 +80,9 @@ class WeCom:
 class DingTalk:
     name = "dingtalk"
 
-    def __init__(self) -> None:
+    def __init__(self, ids: dict[str, str] = IDS) -> None:
         self.fake = dingtalk.FakeDingTalk()
+        self.ids = ids
 
     async def start(self, aiohttp_client: Any, db_url: str) -> Chat:
         await self.fake.start()
@@ -93,19 +95,19 @@ class DingTalk:
         await self.fake.close()
 
     async def say(self, name: str, text: str) -> None:
-        await self.fake.wait_acked(await self.fake.push(self.fake.text(IDS[name], text)))
+        await self.fake.wait_acked(await self.fake.push(self.fake.text(self.ids[name], text)))
 
     async def click(self, name: str, card: Shown, key: str) -> None:
-        await self.fake.wait_acked(await self.fake.click(IDS[name], card.ref, key))
+        await self.fake.wait_acked(await self.fake.click(self.ids[name], card.ref, key))
 
     def texts(self, name: str) -> list[str]:
-        return self.fake.texts_to(IDS[name])
+        return self.fake.texts_to(self.ids[name])
 
     def cards(self, name: str) -> list[Shown]:
         return [Shown(card.out_track_id, card.data["title"],
                       [b["action"] for b in json.loads(card.data["buttons"])],
                       card.data["status"] or None)
-                for card in self.fake.cards_to(IDS[name])]
+                for card in self.fake.cards_to(self.ids[name])]
 
 
 def roster_for(platform: str) -> list[dict[str, Any]]:

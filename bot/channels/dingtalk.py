@@ -71,6 +71,8 @@ CARD_TOPIC = CallbackHandler.TOPIC_CARD_CALLBACK  # /v1.0/card/instances/callbac
 CARD_ROUTE_KEY = "salesbot"  # HTTP-mode card callbacks: the route key an admin registers
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_read=30)
+DOWNLOAD_CHUNK = 64 * 1024
 SIGN_WINDOW_MS = 3600 * 1000  # HTTP-mode callbacks more than an hour off are refused
 RECORD_SECONDS = 4.0  # a frame not recorded by then goes un-acked and comes again
 WEBHOOK_MARGIN = timedelta(seconds=60)  # stop using a session webhook this long before it ends
@@ -125,6 +127,14 @@ class DingTalkUnavailable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.after = after
+
+
+class FileTooLarge(Exception):
+    """A received file over the size the caller accepts: not downloaded further."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"file of {size} bytes or more")
+        self.size = size
 
 
 class CredentialsRefused(Exception):
@@ -1053,6 +1063,30 @@ class DingTalkChannel:
         if status != 200 or not url:
             raise DingTalkUnavailable(f"messageFiles/download answered HTTP {status}")
         return url
+
+    async def download_file(self, download_code: str, limit: int) -> bytes:
+        """A received file's bytes: the download URL for its code, then the file itself,
+        read in chunks and refused (FileTooLarge) past `limit` bytes.
+
+        The URL is DingTalk's own storage and is fetched without our access token.
+        """
+        url = await self.download_url(download_code)
+        if self._http is None:
+            raise DingTalkUnavailable("the DingTalk channel is not started")
+        data = bytearray()
+        try:
+            async with self._http.get(url, timeout=DOWNLOAD_TIMEOUT) as response:
+                if response.status != 200:
+                    raise DingTalkUnavailable(f"file download answered HTTP {response.status}")
+                if response.content_length is not None and response.content_length > limit:
+                    raise FileTooLarge(response.content_length)
+                async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                    data += chunk
+                    if len(data) > limit:
+                        raise FileTooLarge(len(data))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DingTalkUnavailable(f"{type(exc).__name__} downloading a file") from None
+        return bytes(data)
 
     async def _credentials_refused(self, exc: CredentialsRefused) -> Delivery:
         log.error("dingtalk refused the app credentials: HTTP %s %s", exc.status, exc.code)

@@ -121,6 +121,8 @@ class FakeDingTalk:
         self.group_messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.cards: dict[str, Card] = {}
         self.card_calls: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}  # downloadCode -> the file's bytes
+        self.file_gets: Counter[str] = Counter()
         self.qps_refused: Counter[str] = Counter()
         self.group_refused = 0
         self.max_per_second: Counter[str] = Counter()
@@ -152,6 +154,7 @@ class FakeDingTalk:
             ("POST", "/v1.0/card/instances/deliver", self._deliver),
             ("PUT", "/v1.0/card/instances", self._update_card),
             ("POST", "/v1.0/robot/messageFiles/download", self._download),
+            ("GET", "/_files/{code}", self._file),
             ("POST", "/robot/sendBySession", self._session_webhook),
             ("GET", "/_stats", self._stats),
         ]
@@ -399,6 +402,14 @@ class FakeDingTalk:
             at_users.append({"dingtalkId": CHATBOT_USER_ID})
         return self.message(sender, "text", text={"content": content}, atUsers=at_users, **kw)
 
+    def file(self, sender: str, file_name: str, data: bytes, **kw: Any) -> dict[str, Any]:
+        """A file message; its bytes are served at the download URL of its downloadCode."""
+        code = f"DL{next(self._serial):06d}{secrets.token_hex(4)}"
+        self.files[code] = data
+        return self.message(sender, "file", content={
+            "downloadCode": code, "fileName": file_name, "spaceId": "1", "fileId": code,
+        }, **kw)
+
     def card_click(self, user: str, out_track_id: str, action: str | None = None, *,
                    action_ids: list[str] | None = None) -> dict[str, Any]:
         """The card callback a click sends (content and extension are JSON text)."""
@@ -620,6 +631,15 @@ class FakeDingTalk:
         if body.get("robotCode") != self.robot_code or not code:
             return _error(400, "invalidParameter", "robotCode and downloadCode")
         return web.json_response({"downloadUrl": f"{self.url}/_files/{code}"})
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        """The download URL's target: the bytes of a file a member sent (the real one is
+        DingTalk's storage; this one is the fake's own loopback address)."""
+        code = request.match_info["code"]
+        self.file_gets[code] += 1
+        if code not in self.files:
+            return web.Response(status=404, text="no such file")
+        return web.Response(body=self.files[code], content_type="application/octet-stream")
 
     async def _session_webhook(self, request: web.Request) -> web.Response:
         self.calls["sendBySession"] += 1
