@@ -69,7 +69,9 @@ def _stamp(ctx: Context) -> str:
 
 async def _follow_ups(ctx: Context, lead: Lead) -> int:
     return await ctx.session.scalar(
-        select(func.count()).select_from(FollowUp).where(FollowUp.lead_id == lead.id)) or 0
+        select(func.count()).select_from(FollowUp)
+        # the sales side's follow-ups; an interaction service or marketing attached is not
+        .where(FollowUp.lead_id == lead.id, FollowUp.kind != "interaction")) or 0
 
 
 async def _pending_approval(ctx: Context, lead: Lead) -> Approval | None:

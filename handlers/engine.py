@@ -71,9 +71,11 @@ class Breakdown:
     score: float
     values: dict[str, float | None]  # the raw factor (open leads, rate, minutes)
     parts: dict[str, float | None]  # the 0–1 factor scores; None when missing
+    history: int = 0  # the rep's own leads behind the conversion rate (0: the team's rate)
 
     def as_json(self) -> dict[str, object]:
         return {"member_id": self.member_id, "score": round(self.score, 2),
+                "history": self.history,
                 "values": {k: _round(v) for k, v in self.values.items()},
                 "parts": {k: _round(v) for k, v in self.parts.items()}}
 
@@ -170,7 +172,8 @@ def score(record: RepRecord, industry: str | None, weights: dict[str, int],
     }
     parts = {"load": load_part(record.open_leads), "conversion": conversion_part(rate),
              "online": online_part(record.online_minutes)}
-    return Breakdown(record.member_id, combine(parts, weights), values, parts)
+    history = record.history.get(industry, (0, 0))[0] if industry else 0
+    return Breakdown(record.member_id, combine(parts, weights), values, parts, history)
 
 
 def online_minutes(events: list[tuple[str, datetime]], day_start: datetime,
@@ -312,6 +315,9 @@ def explain(breakdown: Breakdown, industry_name: str | None, rule_id: int | None
         value = breakdown.values[factor]
         if factor == "load":
             phrases.append(f"未跟进线索 {int(value or 0)} 条")
+        elif factor == "conversion" and not breakdown.history:
+            rate = round((value or 0) * 100)
+            phrases.append(f"新人按团队{industry_name or ''}转化率 {rate}% 计")
         elif factor == "conversion":
             phrases.append(f"近30天{industry_name or ''}转化率 {round((value or 0) * 100)}%")
         else:

@@ -27,7 +27,7 @@ from handlers.choosing import (
     engine_config,
     vocabulary,
 )
-from storage.models import Alert, ConfigValue, Lead, Rule
+from storage.models import Alert, ConfigValue, Lead, Member, Rule
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -54,12 +54,15 @@ T_ENABLED, T_DISABLED = "启用", "停用"
 T_RULE_ADDED = "已添加规则 #{id}：{text}"
 T_RULE_BAD = "规则未添加：{error}"
 T_RULE_NONE = "没有编号为 {id} 的规则。发送 /规则 列表 查看。"
+T_NO_TEAM = "「{team}」不是销售的团队，现有：{teams}"
+T_NOT_A_REP = "「{name}」不是名单里的销售"
 T_RULE_DELETED = "已删除规则 #{id}。"
 T_RULE_STATE = "规则 #{id} 已{state}。"
 T_TEST_HEAD = "规则 #{id} 测试，样例线索：{lead}"
 T_TEST_NO_MATCH = "样例线索不满足规则的条件，本规则不会生效。"
 T_TEST_QUALIFIED = "符合要求的在岗销售 {n} 人：{names}"
 T_TEST_NONE_QUALIFIED = "没有在岗销售符合要求，将按兜底「{fallback}」分配。"
+T_TEST_WIDENED = "兜底范围内也没有可接单的销售，改为在全部在岗销售中分配。"
 T_TEST_WINNER = "这条线索会分给：{name}。{why}"
 T_TEST_NOBODY = "现在没有可接单的销售，线索会进入待分配队列。"
 T_TEST_BAD_LEAD = "样例线索写法有误：{error}"
@@ -68,7 +71,8 @@ T_ENGINE_ON = "分配引擎已开启：新线索按加权评分分配。待分�
 T_ENGINE_OFF = "分配引擎已关闭：新线索改为在岗销售之间轮流分配。发送 /引擎 开 恢复。"
 T_ENGINE_ALREADY = "分配引擎已经是{state}状态。"
 T_STATUS = ("分配引擎：{mode}\n权重：{weights}\n启用规则：{rules} 条\n"
-            "可接单销售：{reps} 人\n待分配队列：{queue} 条{oldest}\n最近错误：{error}")
+            "可接单销售：{reps} 人\n待分配队列：{queue} 条{oldest}\n"
+            "待经理指派：{managers} 条\n最近错误：{error}")
 T_MODE_ON, T_MODE_OFF = "开启（加权评分）", "关闭（轮流分配）"
 T_MODE_FAILING = "故障，暂用轮流分配"
 T_OLDEST = "（最早一条 #{id}，{at} 进入）"
@@ -126,6 +130,9 @@ async def rules_command(ctx: Context, args: str) -> None:
         await _add(ctx, rest)
     elif verb in ("删除", "启用", "停用", "测试", "delete", "enable", "disable", "test"):
         number, _, sample = rest.partition(" ")
+        if not number:
+            await ctx.reply(T_RULES_USAGE)
+            return
         rule = await _rule(ctx, number)
         if rule is None:
             return
@@ -139,7 +146,8 @@ async def rules_command(ctx: Context, args: str) -> None:
             enabled = verb in ("启用", "enable")
             before = rule.enabled
             rule.enabled = enabled
-            ctx.audit("rule.enable", "rule", rule.id, {"enabled": before}, {"enabled": enabled})
+            ctx.audit("rule.enable" if enabled else "rule.disable", "rule", rule.id,
+                      {"enabled": before}, {"enabled": enabled})
             await ctx.reply(T_RULE_STATE.format(id=rule.id,
                                                 state=T_ENABLED if enabled else T_DISABLED))
     else:
@@ -172,6 +180,7 @@ def _describe(rule: Rule, vocab: rules.Vocabulary) -> str:
 async def _add(ctx: Context, text: str) -> None:
     try:
         parsed = rules.parse_rule(text, vocabulary(ctx.rt))
+        await _check_names(ctx, parsed)
     except rules.RuleError as exc:
         await ctx.reply(T_RULE_BAD.format(error=exc))
         return
@@ -183,6 +192,25 @@ async def _add(ctx: Context, text: str) -> None:
     ctx.audit("rule.add", "rule", rule.id, None, {"source": text, "parsed": parsed})
     await ctx.reply(T_RULE_ADDED.format(id=rule.id, text=rules.describe(parsed,
                                                                       vocabulary(ctx.rt))))
+
+
+async def _check_names(ctx: Context, parsed: dict) -> None:
+    """Teams and names a rule uses must be the roster's reps, or the rule could never act."""
+    reps = (await ctx.session.execute(
+        select(Member.name, Member.team).where(Member.role == "rep", Member.status != "left")
+    )).all()
+    names, teams = {n for n, _ in reps}, {t for _, t in reps if t}
+    wanted = [n["value"] for n in parsed["then"] if n["metric"] == "team"]
+    fallback = parsed["fallback"]
+    if fallback["kind"] == "team":
+        wanted.append(fallback["team"])
+    for team in wanted:
+        if team not in teams:
+            raise rules.RuleError(T_NO_TEAM.format(team=team, teams="、".join(sorted(teams))
+                                                   or "（名单里的销售都没有团队）"))
+    for name in fallback.get("names", []):
+        if name not in names:
+            raise rules.RuleError(T_NOT_A_REP.format(name=name))
 
 
 async def _rule(ctx: Context, number: str) -> Rule | None:
@@ -252,6 +280,8 @@ async def _test(ctx: Context, rule: Rule, sample: str) -> None:
     if picked is None:
         lines.append(T_TEST_NOBODY)
     else:
+        if picked.scores.get("rule_outcome") == "widened":
+            lines.append(T_TEST_WIDENED)
         lines.append(T_TEST_WINNER.format(name=records[picked.member_id].name, why=picked.why))
     await ctx.reply("\n".join(lines))
 
@@ -289,8 +319,12 @@ async def status_text(ctx: Context, config: EngineConfig) -> str:
     session = ctx.session
     failing = await session.get(Alert, ENGINE_ERROR_ALERT)
     mode = T_MODE_OFF if not config.on else T_MODE_FAILING if failing else T_MODE_ON
-    queued = (Lead.status == "new", Lead.assignee_id.is_(None))
+    queued = (Lead.status == "new", Lead.assignee_id.is_(None),
+              Lead.reroutes < ctx.settings.leads.max_reroutes)
     queue = await session.scalar(select(func.count()).select_from(Lead).where(*queued))
+    with_managers = await session.scalar(select(func.count()).select_from(Lead).where(
+        Lead.status == "new", Lead.assignee_id.is_(None),
+        Lead.reroutes >= ctx.settings.leads.max_reroutes))
     oldest = await session.scalar(select(Lead).where(*queued).order_by(Lead.id).limit(1))
     zone = ctx.settings.zone
     oldest_text = "" if oldest is None else T_OLDEST.format(
@@ -301,7 +335,7 @@ async def status_text(ctx: Context, config: EngineConfig) -> str:
     return T_STATUS.format(
         mode=mode, weights=_weights_text(config.weights),
         rules=len(await active_rules(session)), reps=len(team.states), queue=queue,
-        oldest=oldest_text, error=error_text,
+        oldest=oldest_text, managers=with_managers, error=error_text,
     )
 
 

@@ -52,6 +52,8 @@ T_RECORDED = "已记录到线索 #{id}（{company}）。"
 T_RECORD_NOT_YOURS = "线索 #{id} 不在您或您团队的名下，不能登记跟进。"
 T_MY_LEADS_EMPTY = "您目前没有进行中的线索。"
 T_MY_LEADS_HEAD = "您的进行中线索（{n} 条）："
+T_MY_LEADS_REST = "……还有 {n} 条未列出；接受后可用「记录 线索号 内容」登记跟进。"
+MY_LEADS_LISTED = 25
 T_MY_LEADS_MORE = "卡片只显示前 {n} 条待接受的线索；其余可回复「接受 线索号」。"
 T_REASSIGN_ASK = "线索 #{id} 要指派给谁？请回复销售的姓名，例如：王二"
 T_REASSIGN_USAGE = "用法：/转派 线索号 姓名，例如：/转派 12 王二"
@@ -413,8 +415,8 @@ async def _may_record(ctx: Context, lead: Lead) -> bool:
 @router.command("记录", roles={"rep", "manager", "service", "marketing"}, usage=T_RECORD_USAGE,
                 summary="记录 [公司或线索号] 内容：登记一次跟进")
 async def record(ctx: Context, args: str) -> None:
-    if not args:
-        await ctx.reply(T_RECORD_USAGE)
+    if not args or is_number(args.strip().lstrip("#")):
+        await ctx.reply(T_RECORD_USAGE)  # nothing to record, or only the lead's number
         return
     lead, content = await _target_lead(ctx, args)
     named = args.split(" ", 1)[0].lstrip("#")
@@ -457,9 +459,13 @@ async def my_leads(ctx: Context, args: str) -> None:
         await ctx.reply(T_MY_LEADS_EMPTY)
         return
     lines = [T_MY_LEADS_HEAD.format(n=len(leads))]
-    for lead in leads:
-        lines.append(f"#{lead.id} {lead.company} · {lead.contact} · "
+    # Waiting offers first; one message stays under WeCom's 2,048 bytes of text.
+    ordered = sorted(leads, key=lambda lead: (lead.status != "assigned", lead.id))
+    for lead in ordered[:MY_LEADS_LISTED]:
+        lines.append(f"#{lead.id} {lead.company[:20]} · {lead.contact[:8]} · "
                      f"{STATUS_NAMES.get(lead.status, lead.status)}")
+    if len(leads) > MY_LEADS_LISTED:
+        lines.append(T_MY_LEADS_REST.format(n=len(leads) - MY_LEADS_LISTED))
     waiting = [lead for lead in leads if lead.status == "assigned"]
     limit = ctx.settings.outbox.cards_per_digest
     if len(waiting) > limit:

@@ -70,7 +70,9 @@ T_LOST_CARD = "{name} 已于 {at} 标记流失"
 
 T_REOPEN_USAGE = "用法：/重开 线索号，例如：/重开 12"
 T_REOPEN_NOT_LOST = "线索 #{id} 目前是「{status}」，只有已流失的线索可以重开。"
-T_REOPEN_NO_OWNER = "线索 #{id} 从没有销售接受过，没有可以交还的负责人。"
+T_REOPEN_NO_OWNER = "线索 #{id} 从没有销售接受过，已重开并重新进入分配{to}。"
+T_REOPEN_TO = "：分给 {name}"
+T_REOPEN_QUEUED = "（暂无可接单的销售，先进入待分配队列）"
 T_REOPEN_OWNER_LEFT = "线索 #{id} 的上一位负责人 {name} 已离职，无法交还。"
 T_REOPENED = "已重开线索 #{id}（{company}），交还给 {name}。"
 T_REOPENED_OWNER = ("线索 #{id}（{company}）已由 {by} 重新打开并交还给您，"
@@ -372,7 +374,14 @@ async def reopen(ctx: Context, args: str) -> None:
         return
     owner = await last_owner(ctx.session, lead)
     if owner is None:
-        await ctx.reply(T_REOPEN_NO_OWNER.format(id=lead.id))
+        # Closed before anyone took it (a junk lead judged too early): the engine again.
+        ctx.audit("lead.reopen", "lead", lead.id, {"status": "lost",
+                                                   "reason": lead.lost_reason}, {"status": "new"})
+        lead.assignee_id, lead.lost_reason, lead.reroutes = None, None, 0
+        set_status(ctx.session, lead, "new", ctx.now, ctx.member, "重开")
+        rep = await route_lead(ctx.session, ctx.rt, lead, ctx.now)
+        to = T_REOPEN_TO.format(name=rep.name) if rep else T_REOPEN_QUEUED
+        await ctx.reply(T_REOPEN_NO_OWNER.format(id=lead.id, to=to))
         return
     if not await _may_manage(ctx, lead, owner):
         return
@@ -382,12 +391,16 @@ async def reopen(ctx: Context, args: str) -> None:
 
     reason = lead.lost_reason
     lead.assignee_id, lead.lost_reason = owner.id, None
-    # Back in the owner's hands now: the SLA counts from the reopening.
+    # A lead that had been contacted goes back as contacted (its follow-ups still count,
+    # for the pool timer from now on and for /转化); one that never was, as accepted, its
+    # first-contact SLA counting from the reopening.
+    status = "contacted" if lead.contacted_at is not None else "accepted"
     lead.assigned_at = lead.accepted_at = ctx.now
-    lead.contacted_at = None
-    set_status(ctx.session, lead, "accepted", ctx.now, ctx.member, "重开")
+    if status == "contacted":
+        lead.last_activity_at = ctx.now
+    set_status(ctx.session, lead, status, ctx.now, ctx.member, "重开")
     ctx.audit("lead.reopen", "lead", lead.id, {"status": "lost", "reason": reason},
-              {"status": "accepted", "owner": owner.name})
+              {"status": status, "owner": owner.name})
     await ctx.reply(T_REOPENED.format(id=lead.id, company=lead.company, name=owner.name))
     if owner.id != ctx.member.id:
         await ctx.send(owner, T_REOPENED_OWNER.format(id=lead.id, company=lead.company,

@@ -132,6 +132,12 @@ def test_strong_conversion_wins_at_equal_load():
     assert chooser.choose("medical").member_id == 2
 
 
+def test_a_new_reps_card_says_the_rate_is_the_teams():
+    breakdown = score(rep(1), "industrial", W, priors={"industrial": 0.3})
+    assert explain(breakdown, "工业", None, W) == (
+        "推荐理由：未跟进线索 0 条，新人按团队工业转化率 30% 计（综合 54 分）")
+
+
 def test_the_card_line_names_the_two_heaviest_factors_and_the_rule():
     record = rep(1, open_leads=1, history={"industrial": (20, 8)}, minutes=90)
     breakdown = score(record, "industrial", W, priors={"industrial": 0.4})

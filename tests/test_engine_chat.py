@@ -133,7 +133,13 @@ async def test_rules_are_listed_added_tested_disabled_and_deleted(chat):
         actions = (await session.scalars(
             select(AuditLog.action).where(AuditLog.object_type == "rule").order_by(AuditLog.id)
         )).all()
-    assert actions == ["rule.add", "rule.enable", "rule.delete"]
+    assert actions == ["rule.add", "rule.disable", "rule.delete"]
+    [reply] = await chat.say("管理员甲", "/规则 添加 行业=教育 → 在线小时>1 否则 名单=李经理")
+    assert reply.text == "规则未添加：「李经理」不是名单里的销售"
+    [reply] = await chat.say("管理员甲", "/规则 添加 行业=教育 → 团队=华东")
+    assert reply.text == "规则未添加：「华东」不是销售的团队，现有：华北、华南"
+    [reply] = await chat.say("管理员甲", "/规则 删除")
+    assert reply.text.startswith("用法：/规则 列表")
 
 
 async def test_a_matching_rule_picks_the_reps_and_a_rule_nobody_meets_falls_back_quietly(chat):

@@ -42,3 +42,26 @@ async def test_on_leave_a_rep_cannot_just_say_on_duty(chat):
                           "要提前回来请发送 /销假。")
     [reply] = await chat.say("王芳", "/请假 到 2028-01-01")
     assert reply.text == "请假结束日期最多到一年以后（2027-12-03）。"
+
+
+async def test_my_leads_stays_one_short_message_however_many_leads(chat):
+    from handlers.intake import LeadInput, create_leads
+
+    await chat.add_members(*ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        await create_leads(session, chat.rt, [
+            LeadInput(company=f"深圳示例科技{n:03d}有限公司", contact="张伟",
+                      phone=f"1380000{n:04d}", industry="industrial", urgency="low",
+                      source="expo") for n in range(60)], chat.rt.now(), origin="api")
+    await chat.settle()
+    await chat.inbox("王芳")
+    [listing, *cards] = await chat.say("王芳", "/我的线索")
+    assert listing.text.startswith("您的进行中线索（60 条）：")
+    assert len(listing.text.encode()) < 2048
+    assert listing.text.splitlines()[-2].startswith("……还有 35 条未列出")
+
+
+async def test_a_bare_lead_number_is_not_a_follow_up(chat):
+    await chat.add_members(*ROSTER)
+    [reply] = await chat.say("王芳", "记录 4")
+    assert reply.text.startswith("用法：记录 [公司或线索号] 跟进内容")

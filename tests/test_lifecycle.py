@@ -340,14 +340,25 @@ async def test_the_manager_reopens_a_lost_lead_for_its_last_owner(chat):
     assert told.text == (f"线索 #{lead_id}（{COMPANY}）已由 李经理 重新打开并交还给您，"
                          "请尽快联系客户并「记录」跟进。")
     lead = await _lead(chat, lead_id)
+    # it had been contacted: it comes back as contacted, its follow-up still counting
     assert (lead.status, lead.assignee_id, lead.lost_reason) == (
-        "accepted", team["王芳"].id, None)
-    assert lead.assigned_at == chat.rt.now()  # the SLA counts from the reopening
+        "contacted", team["王芳"].id, None)
+    assert lead.last_activity_at == chat.rt.now()  # the pool timer counts from now
 
     [again] = await chat.say("李经理", f"/重开 {lead_id}")
-    assert again.text == f"线索 #{lead_id} 目前是「已接受」，只有已流失的线索可以重开。"
+    assert again.text == f"线索 #{lead_id} 目前是「跟进中」，只有已流失的线索可以重开。"
     [usage] = await chat.say("李经理", "/重开")
     assert usage.text == "用法：/重开 线索号，例如：/重开 12"
+
+
+async def test_a_lead_lost_before_anyone_took_it_reopens_into_the_engine(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _post_lead(chat)  # offered to 王芳, never accepted
+    await chat.say("李经理", f"/流失 {lead_id} 信息不全")
+    [done] = await chat.say("李经理", f"/重开 {lead_id}")
+    lead = await _lead(chat, lead_id)
+    assert lead.status == "assigned" and lead.lost_reason is None
+    assert done.text.startswith(f"线索 #{lead_id} 从没有销售接受过，已重开并重新进入分配：分给 ")
 
 
 async def test_help_shows_lost_to_reps_and_reopen_to_managers(chat):
