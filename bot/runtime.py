@@ -44,6 +44,9 @@ class Runtime:
         self.clock: Callable[[], datetime] = system_clock
         # The admins' holidays and make-up days for years the statutory data lacks.
         self.calendar_extra: CalendarExtra = NO_EXTRA
+        # Whether this process may have left the engine's error alert open (None: unknown
+        # yet), so that a working engine does not delete it on every batch.
+        self.engine_failing: bool | None = None
         self.channels: dict[str, Channel] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.inbox: Inbox

@@ -249,7 +249,7 @@ async def route_leads(
             allowance[choice.member_id] = allowance.get(choice.member_id, 0) - 1
         chosen_reps.append(rep)
     if isinstance(chooser, EngineChoice):
-        await engine_recovered(session)
+        await engine_recovered(session, rt)
     return chosen_reps
 
 

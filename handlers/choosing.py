@@ -208,6 +208,7 @@ class EngineChoice:
 
 async def engine_failed(session: AsyncSession, rt: Runtime, exc: Exception) -> None:
     """Scoring failed: remember the error, tell the admins once; round-robin meanwhile."""
+    rt.engine_failing = True
     error = f"{type(exc).__name__}: {exc}"[:300]
     log.error("engine failed, falling back to round-robin: %s", error)
     await session.merge(ConfigValue(key=ERROR_KEY, value={"at": rt.now().isoformat(),
@@ -215,5 +216,8 @@ async def engine_failed(session: AsyncSession, rt: Runtime, exc: Exception) -> N
     await alert_admins(session, rt, ENGINE_ERROR_ALERT, T_ALERT_ENGINE_ERROR.format(error=error))
 
 
-async def engine_recovered(session: AsyncSession) -> None:
-    await resolve(session, ENGINE_ERROR_ALERT)
+async def engine_recovered(session: AsyncSession, rt: Runtime) -> None:
+    """Scoring worked: close the alert episode, if this process may have one open."""
+    if rt.engine_failing is not False:
+        await resolve(session, ENGINE_ERROR_ALERT)
+        rt.engine_failing = False
