@@ -47,6 +47,8 @@ class Runtime:
         # Whether this process may have left the engine's error alert open (None: unknown
         # yet), so that a working engine does not delete it on every batch.
         self.engine_failing: bool | None = None
+        # What the engine reads for every batch, kept briefly (handlers.choosing).
+        self.engine_inputs: dict[object, tuple[float, Any]] = {}
         self.channels: dict[str, Channel] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.inbox: Inbox

@@ -24,8 +24,8 @@ from handlers.choosing import (
     T_ALERT_QUEUE,
     EngineChoice,
     RoundRobinChoice,
-    engine_config,
     engine_failed,
+    engine_inputs,
     engine_recovered,
 )
 from storage.models import Assignment, Card, Lead, LeadImport, LeadStatusChange, Member
@@ -210,7 +210,7 @@ async def route_leads(
         if leads:
             await alert_admins(session, rt, QUEUE_ALERT, T_ALERT_QUEUE)
         return [None] * len(leads)
-    config = await engine_config(session, rt)
+    config, _ = await engine_inputs(session, rt)
     chooser = None
     if config.on:
         try:

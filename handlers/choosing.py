@@ -8,6 +8,7 @@ handlers.engine, the rule grammar the pure handlers.rules.
 from __future__ import annotations
 
 import logging
+import time as time_
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MODE_KEY, WEIGHTS_KEY, ERROR_KEY = "engine.mode", "engine.weights", "engine.last_error"
 QUEUE_ALERT, ENGINE_OFF_ALERT, ENGINE_ERROR_ALERT = "queue", "engine_off", "engine_error"
 HISTORY_DAYS = 30
+INPUTS_TTL = 2.0  # seconds a process keeps the mode, weights and rules
+FACTORS_TTL = 15.0  # seconds it keeps the reps' 30-day history and today's presence
 
 T_WHY_ROUND_ROBIN = "轮流分配：您在岗、可接单，当前未跟进线索 {open} 条"
 T_ALERT_QUEUE = ("暂无可接单的销售（都不在班、休假或未跟进已满），新线索进入待分配队列。"
@@ -54,6 +57,39 @@ class Choice:
     rule_id: int | None = None
 
 
+def _cached(rt: Runtime, key: object, ttl: float) -> Any:
+    entry = rt.engine_inputs.get(key)
+    return entry[1] if entry is not None and entry[0] > time_.monotonic() else None
+
+
+def _keep(rt: Runtime, key: object, ttl: float, value: Any) -> Any:
+    if len(rt.engine_inputs) > 64:  # many rep sets: start again
+        rt.engine_inputs.clear()
+    rt.engine_inputs[key] = (time_.monotonic() + ttl, value)
+    return value
+
+
+def forget_engine_inputs(rt: Runtime) -> None:
+    """An admin changed the mode, the weights or a rule: this process reads them again.
+
+    # Limitation: another process sharing the database keeps its copy for up to
+    # INPUTS_TTL seconds, so there a change takes effect a moment later.
+    """
+    rt.engine_inputs.clear()
+
+
+async def engine_inputs(session: AsyncSession, rt: Runtime
+                        ) -> tuple[EngineConfig, list[tuple[int, dict[str, Any]]]]:
+    """Mode, weights and the enabled rules, read at most every INPUTS_TTL seconds: every
+    batch of leads needs them and they change only by an admin's command."""
+    found = _cached(rt, "inputs", INPUTS_TTL)
+    if found is None:
+        config = await engine_config(session, rt)
+        parsed = [(r.id, r.parsed) for r in await active_rules(session)]
+        found = _keep(rt, "inputs", INPUTS_TTL, (config, parsed))
+    return found
+
+
 async def engine_config(session: AsyncSession, rt: Runtime) -> EngineConfig:
     rows = {row.key: row.value for row in (await session.scalars(
         select(ConfigValue).where(ConfigValue.key.in_((MODE_KEY, WEIGHTS_KEY, ERROR_KEY)))
@@ -76,8 +112,34 @@ def vocabulary(rt: Runtime) -> rules.Vocabulary:
 
 async def rep_records(session: AsyncSession, rt: Runtime, team: Team,
                       now: datetime) -> list[engine.RepRecord]:
-    """The engine's view of the available reps: two queries for the whole team."""
+    """The engine's view of the available reps: two queries for the whole team, their
+    results kept FACTORS_TTL seconds (a 30-day rate and minutes online do not move faster);
+    open leads, caps and offers come fresh with the team."""
     ids = [s.member_id for s in team.states]
+    zone = rt.settings.zone
+    day_start = datetime.combine(now.astimezone(zone).date(), time(0), zone)
+    key = ("factors", tuple(ids), day_start)
+    cached = _cached(rt, key, FACTORS_TTL)
+    if cached is None:
+        cached = _keep(rt, key, FACTORS_TTL,
+                       await _history_and_presence(session, ids, day_start, now))
+    history, presence = cached
+    return [
+        engine.RepRecord(
+            member_id=s.member_id, name=team.members[s.member_id].name,
+            open_leads=s.open_leads, cap=s.cap, history=dict(history[s.member_id]),
+            online_minutes=engine.online_minutes(
+                [(kind, at) for kind, at in presence[s.member_id] if at <= now],
+                day_start, now),
+            team=team.members[s.member_id].team, last_offered=team.last_offered.get(s.member_id),
+        )
+        for s in team.states
+    ]
+
+
+async def _history_and_presence(
+    session: AsyncSession, ids: list[int], day_start: datetime, now: datetime,
+) -> tuple[dict[int, dict[str, tuple[int, int]]], dict[int, list[tuple[str, datetime]]]]:
     history: dict[int, dict[str, tuple[int, int]]] = {i: {} for i in ids}
     # A lead counts once its outcome is known (converted or lost) or it has had
     # engine.MATURE_DAYS to convert: counting last week's leads as not converted would
@@ -97,24 +159,13 @@ async def rep_records(session: AsyncSession, rt: Runtime, team: Team,
     for member_id, industry, accepted, won in rows.all():
         history[member_id][industry] = (int(accepted), int(won or 0))
 
-    zone = rt.settings.zone
-    day_start = datetime.combine(now.astimezone(zone).date(), time(0), zone)
     presence: dict[int, list[tuple[str, datetime]]] = {i: [] for i in ids}
     for member_id, kind, at in (await session.execute(
         select(Presence.member_id, Presence.kind, Presence.at)
-        .where(Presence.member_id.in_(ids), Presence.at >= day_start, Presence.at <= now)
+        .where(Presence.member_id.in_(ids), Presence.at >= day_start)
     )).all():
         presence[member_id].append((kind, at))
-
-    return [
-        engine.RepRecord(
-            member_id=s.member_id, name=team.members[s.member_id].name,
-            open_leads=s.open_leads, cap=s.cap, history=history[s.member_id],
-            online_minutes=engine.online_minutes(presence[s.member_id], day_start, now),
-            team=team.members[s.member_id].team, last_offered=team.last_offered.get(s.member_id),
-        )
-        for s in team.states
-    ]
+    return history, presence
 
 
 class RoundRobinChoice:
@@ -165,8 +216,8 @@ class EngineChoice:
                     config: EngineConfig, now: datetime) -> EngineChoice:
         records = await rep_records(session, rt, team, now)
         chooser = engine.Chooser(records, engine.check_weights(dict(config.weights)))
-        parsed = [(r.id, r.parsed) for r in await active_rules(session)]
-        return cls(chooser, parsed, vocabulary(rt))
+        _, parsed = await engine_inputs(session, rt)
+        return cls(chooser, list(parsed), vocabulary(rt))
 
     def choose(self, lead: Lead, skip: set[int]) -> Choice | None:
         tags = {"urgency": lead.urgency, "industry": lead.industry, "source": lead.source}

@@ -25,6 +25,7 @@ from handlers.choosing import (
     EngineConfig,
     active_rules,
     engine_config,
+    forget_engine_inputs,
     vocabulary,
 )
 from storage.models import Alert, ConfigValue, Lead, Member, Rule
@@ -83,7 +84,12 @@ def format_weights(weights: dict[str, int]) -> str:
     return " ".join(f"{engine.FACTOR_NAMES[f]}={weights[f]}" for f in engine.FACTORS)
 
 
+async def _forget(rt: Runtime) -> None:
+    forget_engine_inputs(rt)
+
+
 async def _set(ctx: Context, key: str, value: dict) -> dict | None:
+    ctx.after_commit(_forget)  # once committed, so no batch reads the old value again
     row = await ctx.session.get(ConfigValue, key)
     before = None if row is None else dict(row.value)
     if row is None:
@@ -124,6 +130,7 @@ async def weights_command(ctx: Context, args: str) -> None:
 async def rules_command(ctx: Context, args: str) -> None:
     verb, _, rest = args.strip().partition(" ")
     rest = rest.strip()
+    ctx.after_commit(_forget)
     if verb in ("", "列表", "list"):
         await _list(ctx)
     elif verb in ("添加", "add"):
