@@ -370,15 +370,15 @@ def could_work_today(rep: RepState, now: datetime, zone) -> bool:
     return not signed_off
 
 
-# An import being assigned holds its leads this long; after a crash the queue takes them.
+# An import being assigned holds its leads; when its lease runs out (a crash), the sweep
+# resumes its hand-out (handlers.lead_import.resume_imports) and the queue never sees them.
 IMPORT_LEASE = timedelta(minutes=10)
 
 
 def _queued(rt: Runtime) -> tuple:
     """Leads waiting for a rep (not those waiting for their manager's decision, nor those
     of an import that is handing them out by digest right now)."""
-    importing = select(LeadImport.id).where(LeadImport.state == "writing",
-                                            LeadImport.updated_at > rt.now() - IMPORT_LEASE)
+    importing = select(LeadImport.id).where(LeadImport.state == "writing")
     return (Lead.status == "new", Lead.assignee_id.is_(None),
             Lead.reroutes < rt.settings.leads.max_reroutes,
             Lead.import_id.is_(None) | Lead.import_id.not_in(importing))

@@ -771,6 +771,22 @@ async def publish_import(
     return report
 
 
+async def resume_imports(rt: Runtime) -> int:
+    """Finish the hand-out of imports a crash interrupted (their lease ran out): the leads
+    were written; they still go out by digest, never as a card each. For the sweep."""
+    from handlers.assignment import IMPORT_LEASE
+
+    async with rt.sessions() as session:
+        stalled = (await session.scalars(
+            select(LeadImport.id).where(LeadImport.state == "writing",
+                                        LeadImport.updated_at < rt.now() - IMPORT_LEASE)
+        )).all()
+    for import_id in stalled:
+        log.warning("lead import %s: resuming the hand-out a crash interrupted", import_id)
+        await publish_import(rt, import_id, actor=None)
+    return len(stalled)
+
+
 async def _publish(
     session: AsyncSession, rt: Runtime, record: LeadImport, actor: Member | None,
     now: datetime,
@@ -878,6 +894,14 @@ async def _hand_out(
         if all(rep is None for rep in reps):
             break  # nobody can take more: the rest wait in the queue
     async with rt.sessions() as session, session.begin():
+        # Everyone this import offered leads to, read back: after a crash the hand-out
+        # resumes, and those offered before it are told too (the dedupe key holds once).
+        told = {}
+        for member_id, lead_id in (await session.execute(
+                select(Lead.assignee_id, Lead.id)
+                .where(Lead.import_id == import_id, Lead.status == "assigned")
+                .order_by(Lead.id))).all():
+            told.setdefault(member_id, []).append(lead_id)
         members = {m.id: m for m in (await session.scalars(
             select(Member).where(Member.id.in_(list(told))))).all()} if told else {}
         for member_id, ids in told.items():

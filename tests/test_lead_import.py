@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import Workbook, load_workbook
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 import handlers.lead_import as lead_import
 from bot.runtime import Runtime
@@ -470,6 +470,50 @@ async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(
                                          .order_by(LeadStatusChange.id))).all()
     assert await _cards(chat.rt) == 6  # the first 3 of each rep, sent by /我的线索
     assert history == ["new"] * 6 + ["assigned"] * 6
+
+
+async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(chat):
+    from datetime import timedelta
+
+    from handlers.assignment import IMPORT_LEASE
+    from scheduler.sweeps import sweep_once
+    from storage.models import LeadImport
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
+    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
+                                actor=None, origin="chat")
+
+    async def crash(*args, **kwargs):  # the process dies right after the publish commits
+        raise SystemExit("killed")
+
+    real = lead_import._hand_out
+    lead_import._hand_out = crash
+    try:
+        with pytest.raises(SystemExit):
+            await publish_import(chat.rt, report.import_id, actor=None)
+    finally:
+        lead_import._hand_out = real
+    assert {lead.status for lead in await leads(chat.rt)} == {"new"}
+
+    await sweep_once(chat.rt)  # within the lease: the queue leaves the import's leads alone
+    await chat.settle()
+    assert {lead.status for lead in await leads(chat.rt)} == {"new"}
+    # the lease runs out: nobody has touched the import for longer than IMPORT_LEASE
+    async with chat.rt.sessions() as session, session.begin():
+        await session.execute(update(LeadImport).where(LeadImport.id == report.import_id)
+                              .values(updated_at=chat.rt.now() - IMPORT_LEASE
+                                      - timedelta(seconds=30)))
+    await sweep_once(chat.rt)
+    await chat.settle()
+    assert {lead.status for lead in await leads(chat.rt)} == {"assigned"}
+    assert await _cards(chat.rt) == 0  # still one digest each, no card per lead
+    for name in ("王芳", "赵强"):
+        [digest] = await chat.inbox(name)
+        assert digest.text.startswith("导入分配给您 3 条新线索")
+    async with chat.rt.sessions() as session:
+        assert (await session.get(LeadImport, report.import_id)).state == "published"
+
 
 
 async def _cards(rt) -> int:
