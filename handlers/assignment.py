@@ -10,6 +10,7 @@ import logging
 import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -353,7 +354,7 @@ async def drain_queue(rt: Runtime, chunk: int = 500) -> int:
     return offered
 
 
-def fair_allowance(team: Team, waiting: int, now: datetime, zone) -> dict[int, int]:  # noqa: ANN001
+def fair_allowance(team: Team, waiting: int, now: datetime, zone: ZoneInfo) -> dict[int, int]:
     """How many of `waiting` leads each rep who can still work today may get: nobody above
     the level share of those leads and the reps' open ones."""
     workforce = [s for s in team.states if could_work_today(s, now, zone)]
@@ -361,7 +362,7 @@ def fair_allowance(team: Team, waiting: int, now: datetime, zone) -> dict[int, i
     return {s.member_id: level - s.open_leads for s in workforce}
 
 
-def could_work_today(rep: RepState, now: datetime, zone) -> bool:
+def could_work_today(rep: RepState, now: datetime, zone: ZoneInfo) -> bool:
     """Active, reachable, not on leave and not signed off (/下班) today."""
     if rep.status != "active" or not rep.reachable or on_leave(rep.status, rep.leave_until, now):
         return False

@@ -242,9 +242,8 @@ def sample_lead(rule: dict, vocab: rules.Vocabulary, text: str) -> dict[str, str
             lead[condition["field"]] = next(
                 (c for c in choices if c not in condition["values"]), None)
     for item in text.split():
-        parsed = rules.parse_rule(f"{item} → 未跟进>=0", vocab)["when"]
-        for condition in parsed:
-            lead[condition["field"]] = condition["values"][0]
+        condition = rules.parse_condition(item, vocab)
+        lead[condition["field"]] = condition["values"][0]
     return lead
 
 

@@ -97,7 +97,7 @@ def parse_rule(text: str, vocab: Vocabulary) -> dict[str, Any]:
     if not then_text.strip():
         raise RuleError(T_EMPTY.format(part="要求"))
     when = [] if when_text in ("全部", "所有", "任意") else [
-        _condition(c, vocab) for c in _split(when_text)]
+        parse_condition(c, vocab) for c in _split(when_text)]
     then = [_requirement(c, vocab) for c in _split(then_text)]
     return {"when": when, "then": then, "fallback": _fallback(fallback_text.strip())}
 
@@ -106,7 +106,9 @@ def _split(text: str) -> list[str]:
     return [p for p in (s.strip() for s in AND.split(text)) if p]
 
 
-def _condition(clause: str, vocab: Vocabulary) -> dict[str, Any]:
+def parse_condition(clause: str, vocab: Vocabulary) -> dict[str, Any]:
+    """One condition on a lead's tag, `行业=工业`."""
+    clause = _clean(clause)
     match = CLAUSE.match(clause)
     if not match:
         raise RuleError(T_NOT_A_CLAUSE.format(word=clause))

@@ -25,7 +25,7 @@ async def post(chat, industry="medical", urgency="medium", n=1):
         for i in range(n):
             lead, _ = await create_lead(session, chat.rt, LeadInput(
                 company=f"广州示例{industry}{i}有限公司", contact="陈静",
-                phone=f"1380000{len(ids) + 1000 * (i + 1):04d}"[:11], industry=industry,
+                phone=f"1380000{i:04d}", industry=industry,
                 urgency=urgency, source="expo"), chat.rt.now(), origin="api")
             ids.append(lead.id)
     await chat.settle()
