@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -215,7 +216,9 @@ class Customer(Base):
     industry: Mapped[str | None] = mapped_column(String(32))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     lead_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # active, or merged: then merged_into_id names the customer it was merged into.
     status: Mapped[str] = mapped_column(String(12), default="active")
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -289,10 +292,13 @@ class LeadImportRow(Base):
 
 
 class FollowUp(Base):
+    """A follow-up or interaction, on a lead or (with no lead) on a customer."""
+
     __tablename__ = "follow_ups"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     kind: Mapped[str] = mapped_column(String(16), default="note")
     content: Mapped[str] = mapped_column(Text)
@@ -429,3 +435,95 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MergeScan(Base):
+    """One duplicate scan (the monthly review or /合并扫描) and the figures it found.
+
+    `groups` keeps the customer ids of every group still counted as duplicates (the
+    remembered not-duplicates left out), so the duplicate rate can be followed afterwards.
+    """
+
+    __tablename__ = "merge_scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(12))  # monthly | command
+    # The month a monthly review is for ("2026-12"): one review a month.
+    period: Mapped[str | None] = mapped_column(String(7), unique=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    # running → done | failed
+    state: Mapped[str] = mapped_column(String(8), default="running")
+    active: Mapped[int] = mapped_column(default=0)  # active customers when scanned
+    grouped: Mapped[int] = mapped_column(default=0)  # of those, in a duplicate group
+    remembered: Mapped[int] = mapped_column(default=0)  # groups left out as not duplicates
+    groups: Mapped[list[Any]] = mapped_column(default=list)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class MergeProposal(Base):
+    """A group of customers proposed for merging, decided on the admins' cards."""
+
+    __tablename__ = "merge_proposals"
+    __table_args__ = (
+        # One open proposal per group, whichever scan found it.
+        Index("uq_merge_proposals_open", "signature", unique=True,
+              sqlite_where=text("state = 'proposed'"),
+              postgresql_where=text("state = 'proposed'")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("merge_scans.id"), index=True)
+    member_ids: Mapped[list[Any]] = mapped_column()  # sorted customer ids
+    # SHA-256 of the sorted ids ("12,15,31"): a fixed size for any size of group.
+    signature: Mapped[str] = mapped_column(String(64))
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    reasons: Mapped[list[Any]] = mapped_column(default=list)  # phone, email, company, strong
+    score: Mapped[int] = mapped_column(default=0)
+    # The value each field will have on the survivor, as proposed.
+    values: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # proposed → merged | notdup | superseded (a later scan found a changed group);
+    # merged → undone
+    state: Mapped[str] = mapped_column(String(10), default="proposed", index=True)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotDuplicate(Base):
+    """A group an admin said is not one customer: it and its subsets are not proposed again."""
+
+    __tablename__ = "not_duplicates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64), unique=True)
+    member_ids: Mapped[list[Any]] = mapped_column()
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("merge_proposals.id"))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Merge(Base):
+    """A merge as done: the survivor, the merged-away records' values, every moved row.
+
+    Everything an undo needs: the survivor's fields before they were filled, each
+    merged-away customer's values, and each lead and follow-up with the customer it
+    was moved from.
+    """
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("merge_proposals.id"),
+                                                    index=True)
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    merged_ids: Mapped[list[Any]] = mapped_column()
+    survivor_before: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    survivor_after: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    merged_before: Mapped[dict[str, Any]] = mapped_column(default=dict)  # id → values
+    moved_leads: Mapped[list[Any]] = mapped_column(default=list)  # [lead id, from customer]
+    moved_follow_ups: Mapped[list[Any]] = mapped_column(default=list)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None]
+    undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
