@@ -37,10 +37,12 @@ def routers() -> list[Router]:
         import_chat,
         leads,
         lifecycle,
+        merge_chat,
     )
 
     return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
-            duty.router, import_chat.router, engine_admin.router, analysis.router]
+            duty.router, import_chat.router, engine_admin.router, analysis.router,
+            merge_chat.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -68,10 +70,11 @@ def create_app(settings: Settings, rt: Runtime | None = None) -> web.Application
     app.router.add_get("/metrics", metrics)
     for channel in rt.channels.values():
         channel.add_routes(app)
-    from bot import api, uploads
+    from bot import api, merge_pages, uploads
 
     api.add_routes(app)
     uploads.add_routes(app)
+    merge_pages.add_routes(app)
     if settings.sim_enabled:
         from bot import sim
 

@@ -34,8 +34,12 @@ STALE_CLAIM = timedelta(minutes=2)
 
 @dataclass(slots=True)
 class Markdown:
+    """A markdown message; in a team channel it @-mentions `mentions` (platform user ids)
+    and `people` (members, each mentioned by their own id on every platform)."""
+
     text: str
     mentions: tuple[str, ...] = ()
+    people: tuple[Member, ...] = ()
 
 
 Content = str | Markdown | CardModel
@@ -79,6 +83,20 @@ async def enqueue(
     return card
 
 
+def _group_payload(channel: Any, content: Markdown | str) -> dict[str, Any]:
+    """The text and the mentions as this channel names people: its user ids, and the
+    name each id stands for (DingTalk writes "@name" into the text)."""
+    if not isinstance(content, Markdown):
+        return {"text": content, "mentions": []}
+    mentions, names = list(content.mentions), {}
+    for person in content.people:
+        address = channel.address_of(person)
+        if address and address not in mentions:
+            mentions.append(address)
+            names[address] = person.name
+    return {"text": content.text, "mentions": mentions, "names": names}
+
+
 async def enqueue_group(
     session: AsyncSession, rt: Runtime, team: str | None, content: Markdown | str
 ) -> bool:
@@ -87,14 +105,37 @@ async def enqueue_group(
     for name, channel in rt.channels.items():
         if channel.group_address(team) is None:
             continue
-        text = content.text if isinstance(content, Markdown) else content
-        mentions = list(content.mentions) if isinstance(content, Markdown) else []
         session.add(Outgoing(
             channel=name, recipient=f"group:{team or ''}", kind="markdown",
-            payload={"text": text, "mentions": mentions}, dedupe_key=new_ref(),
-            next_at=rt.now(),
+            payload=_group_payload(channel, content), dedupe_key=new_ref(), next_at=rt.now(),
         ))
         queued = True
+    return queued
+
+
+async def enqueue_teams(
+    session: AsyncSession, rt: Runtime, people: dict[str | None, list[Member]], text: str
+) -> int:
+    """One markdown message per team channel of these teams, each @-mentioning the
+    team's people; teams whose messages go to the same group (a shared default robot)
+    make one message there that mentions all of them. Returns how many were queued."""
+    queued = 0
+    for name, channel in rt.channels.items():
+        by_address: dict[str, tuple[str | None, list[Member]]] = {}
+        for team, members in people.items():
+            address = channel.group_address(team)
+            if address is None:
+                continue
+            _, mentioned = by_address.setdefault(address, (team, []))
+            mentioned.extend(m for m in members if m not in mentioned)
+        for team, mentioned in by_address.values():
+            content = Markdown(text, people=tuple(mentioned))
+            session.add(Outgoing(
+                channel=name, recipient=f"group:{team or ''}", kind="markdown",
+                payload=_group_payload(channel, content), dedupe_key=new_ref(),
+                next_at=rt.now(),
+            ))
+            queued += 1
     return queued
 
 
@@ -411,6 +452,7 @@ class OutboxWorker:
             card_ref=card.ref if card else None,
             response_code=card.response_code if card else None,
             mentions=list(row.payload.get("mentions") or []),
+            mention_names=dict(row.payload.get("names") or {}),
         )
 
     async def _record(self, outcome: _Outcome, now: datetime) -> None:

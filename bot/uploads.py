@@ -1,6 +1,7 @@
 """Signed, expiring links for spreadsheet import, and the /import pages they open.
 
-Owns the tokens (member, purpose, import, channel, expiry under an HMAC), the upload
+Owns the tokens (member, purpose, object, channel, expiry under an HMAC) that every page
+the bot links to uses (bot.merge_pages signs its comparison links here too), the upload
 page, the upload itself and the two downloads; what an upload leads to (the check, the
 result card) is handlers.import_chat's job, and the checking itself handlers.lead_import's.
 """
@@ -43,6 +44,8 @@ LIFETIMES = {
     # As long as a WeCom card can still be changed after a click (72 h).
     "rejected": timedelta(hours=72),
     "template": timedelta(hours=24),
+    # A merge proposal's comparison: as long as its card can be acted on (72 h).
+    "merge": timedelta(hours=72),
 }
 CHANNELS = ("wecom", "dingtalk", "console")
 # The random half of the signing key, created once and kept in config_values.
@@ -125,9 +128,9 @@ class BadLink(Exception):
 @dataclass(frozen=True, slots=True)
 class LinkToken:
     member_id: int
-    purpose: str  # upload | rejected | template
+    purpose: str  # upload | rejected | template | merge
     expires: int  # Unix seconds
-    import_id: int | None = None
+    object_id: int | None = None  # the import (rejected), the merge proposal (merge)
     channel: str | None = None  # where the member asked: the answers go back there
 
 
@@ -140,7 +143,7 @@ def _unb64(text: str) -> bytes:
 
 
 def encode_token(token: LinkToken, key: bytes) -> str:
-    fields = (str(token.member_id), token.purpose, str(token.import_id or ""),
+    fields = (str(token.member_id), token.purpose, str(token.object_id or ""),
               token.channel or "", str(token.expires))
     payload = _b64(".".join(fields).encode("ascii"))
     return payload + "." + _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest())
@@ -154,8 +157,8 @@ def decode_token(text: str, key: bytes, now: float, purpose: str) -> LinkToken:
                                                                                    "replace")):
         raise BadLink()
     try:
-        member, kind, import_id, channel, expires = _unb64(payload).decode("ascii").split(".")
-        token = LinkToken(int(member), kind, int(expires), int(import_id) if import_id else None,
+        member, kind, object_id, channel, expires = _unb64(payload).decode("ascii").split(".")
+        token = LinkToken(int(member), kind, int(expires), int(object_id) if object_id else None,
                           channel or None)
     except ValueError:
         raise BadLink() from None
@@ -210,14 +213,23 @@ def public_url(rt: Runtime) -> str | None:
     return rt.settings.http.public_url
 
 
-async def _token(
+async def signed_token(
     session: AsyncSession, rt: Runtime, member_id: int, purpose: str, *,
-    import_id: int | None = None, channel: str | None = None,
+    object_id: int | None = None, channel: str | None = None,
 ) -> str:
+    """A token for `member_id` and `purpose`, valid for that purpose's lifetime."""
     expires = int((rt.now() + LIFETIMES[purpose]).timestamp())
-    token = LinkToken(member_id, purpose, expires, import_id,
+    token = LinkToken(member_id, purpose, expires, object_id,
                       channel if channel in CHANNELS else None)
     return encode_token(token, await signing_key(session, rt))
+
+
+async def read_token(
+    session: AsyncSession, rt: Runtime, text: str, purpose: str
+) -> LinkToken:
+    """The token's content; raises BadLink when it is forged, for another purpose or
+    expired."""
+    return decode_token(text, await signing_key(session, rt), rt.now().timestamp(), purpose)
 
 
 async def upload_link(session: AsyncSession, rt: Runtime, member: Member,
@@ -226,7 +238,8 @@ async def upload_link(session: AsyncSession, rt: Runtime, member: Member,
     base = public_url(rt)
     if base is None:
         return None
-    return f"{base}/import/{await _token(session, rt, member.id, 'upload', channel=channel)}"
+    token = await signed_token(session, rt, member.id, "upload", channel=channel)
+    return f"{base}/import/{token}"
 
 
 async def rejected_link(session: AsyncSession, rt: Runtime, member_id: int,
@@ -234,7 +247,7 @@ async def rejected_link(session: AsyncSession, rt: Runtime, member_id: int,
     base = public_url(rt)
     if base is None:
         return None
-    token = await _token(session, rt, member_id, "rejected", import_id=import_id)
+    token = await signed_token(session, rt, member_id, "rejected", object_id=import_id)
     return f"{base}/import/{token}/rejected.xlsx"
 
 
@@ -242,7 +255,8 @@ async def template_link(session: AsyncSession, rt: Runtime, member: Member) -> s
     base = public_url(rt)
     if base is None:
         return None
-    return f"{base}/import/template.xlsx?t={await _token(session, rt, member.id, 'template')}"
+    token = await signed_token(session, rt, member.id, "template")
+    return f"{base}/import/template.xlsx?t={token}"
 
 
 # ---- the pages --------------------------------------------------------------------------
@@ -298,7 +312,7 @@ async def _resolve(
 async def _form(rt: Runtime, member: Member, token: LinkToken) -> str:
     """The upload form, with a template link of its own."""
     async with rt.sessions() as session, session.begin():
-        template = await _token(session, rt, member.id, "template")
+        template = await signed_token(session, rt, member.id, "template")
     template_url = f"/import/template.xlsx?t={template}"
     until = datetime.fromtimestamp(token.expires, rt.settings.zone).strftime("%H:%M")
     intro = T_INTRO.format(name=member.name, mb=MAX_UPLOAD_BYTES // (1024 * 1024), until=until)
@@ -416,7 +430,7 @@ async def rejected(request: web.Request) -> web.Response:
     token, member = found
     rt = _runtime(request)
     async with rt.sessions() as session:
-        imp = await session.get(LeadImport, token.import_id) if token.import_id else None
+        imp = await session.get(LeadImport, token.object_id) if token.object_id else None
     if imp is None:
         return _refused(404, T_NO_IMPORT)
     if imp.actor_id != member.id and member.role != "admin":

@@ -70,6 +70,13 @@ def card_data(card: CardModel) -> dict[str, str]:
     }
 
 
+def notice_data(title: str, content: str) -> dict[str, str]:
+    """A message without buttons (a team notice) as the template's variables: no status
+    line, no button area."""
+    return {"title": clip(title, TITLE_CHARS), "content": content, "status": "",
+            "closed": "true", "buttons": "[]"}
+
+
 def action_text(label: str, key: str) -> str:
     """The message that stands for a click on the button `key`."""
     return f"{label} ({key})"

@@ -28,6 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.alerts import alert_admins, resolve
 from handlers.analysis import review_assignments
+from handlers.merge_chat import monthly_review
 from scheduler.calendar import CONFIG_KEY, CalendarExtra, statutory_covers
 from scheduler.leader import RunnerLock, lock_for
 from scheduler.sweeps import sweep_once
@@ -66,6 +67,8 @@ SWEEP_TIMING = JobTiming(misfire_grace_seconds=30, timeout_seconds=120)
 CALENDAR_TIMING = JobTiming(misfire_grace_seconds=3600, timeout_seconds=60)
 # A restart on Monday afternoon still runs the weekly review; its alert is once a week.
 ANALYSIS_TIMING = JobTiming(misfire_grace_seconds=6 * 3600, timeout_seconds=300)
+# The scan of 100,000 customers takes under a minute; the cards go out after it.
+MERGE_REVIEW_TIMING = JobTiming(misfire_grace_seconds=6 * 3600, timeout_seconds=900)
 
 
 def cron_trigger(zone: ZoneInfo, **fields: Any) -> CronTrigger:
@@ -123,6 +126,12 @@ def add_salesbot_jobs(scheduler: AsyncIOScheduler, rt: Runtime) -> None:
     # hours (Monday 09:00-11:00), so last week's contact share is final.
     add_job(scheduler, "assignment-analysis", review_assignments,
             cron_trigger(zone, day_of_week="mon", hour=12), ANALYSIS_TIMING, rt)
+    # The monthly merge review is due from 10:00 on the 5th or the next working day
+    # (handlers.merging.review_period). A daily check at 10:00 finds that day whatever the
+    # admins' holiday list says by then, and the check at start catches up a review the
+    # bot was down for; the review claims its month, so it runs once.
+    add_job(scheduler, "merge-review", monthly_review, cron_trigger(zone, hour=10),
+            MERGE_REVIEW_TIMING, rt, next_run_time=datetime.now(zone))
 
 
 def job_list(scheduler: AsyncIOScheduler) -> list[tuple[str, datetime | None]]:

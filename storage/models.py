@@ -507,8 +507,7 @@ class Merge(Base):
     """A merge as done: the survivor, the merged-away records' values, every moved row.
 
     Everything an undo needs: the survivor's fields before they were filled, each
-    merged-away customer's values, and each lead and follow-up with the customer it
-    was moved from.
+    merged-away customer's values, and each moved row with the customer it came from.
     """
 
     __tablename__ = "merges"
@@ -521,8 +520,9 @@ class Merge(Base):
     survivor_before: Mapped[dict[str, Any]] = mapped_column(default=dict)
     survivor_after: Mapped[dict[str, Any]] = mapped_column(default=dict)
     merged_before: Mapped[dict[str, Any]] = mapped_column(default=dict)  # id → values
-    moved_leads: Mapped[list[Any]] = mapped_column(default=list)  # [lead id, from customer]
-    moved_follow_ups: Mapped[list[Any]] = mapped_column(default=list)
+    # Table name → [[row id, customer id it was moved from], …]: leads, follow_ups, and
+    # whatever else comes to hang on a customer.
+    moved: Mapped[dict[str, Any]] = mapped_column(default=dict)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     undone_at: Mapped[datetime | None]

@@ -68,7 +68,7 @@ KEY = derive_key("c2VjcmV0LXJhbmRvbS1oYWxmLW9mLXRoZS1rZXktMDE", "app-secret")
 
 
 def test_a_token_says_who_may_do_what_until_when():
-    token = LinkToken(7, "rejected", 2_000_000_000, import_id=12, channel="wecom")
+    token = LinkToken(7, "rejected", 2_000_000_000, object_id=12, channel="wecom")
     assert decode_token(encode_token(token, KEY), KEY, 1_900_000_000, "rejected") == token
 
 

@@ -116,7 +116,8 @@ async def test_the_jobs_are_listed_by_name_with_their_next_run(settings):
     try:
         await runner.step()
         listed = dict(runner.jobs())
-        assert set(listed) == {"lead-sweep", "calendar-check", "assignment-analysis"}
+        assert set(listed) == {"lead-sweep", "calendar-check", "assignment-analysis",
+                               "merge-review"}
         assert all(isinstance(when, datetime) for when in listed.values())
         assert listed["lead-sweep"].utcoffset() == timedelta(hours=8)
     finally:

@@ -36,7 +36,8 @@ class Parcel:
     card: CardModel | None = None
     card_ref: str | None = None
     response_code: str | None = None
-    mentions: list[str] = field(default_factory=list)
+    mentions: list[str] = field(default_factory=list)  # platform user ids to @-mention
+    mention_names: dict[str, str] = field(default_factory=dict)  # user id → display name
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ from websockets.version import version as WS_VERSION
 
 from bot.channels.base import Budget, CallbackError, Delivery, Parcel
 from bot.events import Event, EventKind, Mention
-from cards.dingtalk import card_data, markdown, parse_action_text
+from cards.dingtalk import card_data, markdown, notice_data, parse_action_text
 from storage.models import AccessToken
 
 if TYPE_CHECKING:
@@ -331,6 +331,11 @@ def verify(headers: Mapping[str, str], secret: str, now: datetime) -> None:
         raise CallbackError(403, "timestamp more than an hour off")
     if not hmac.compare_digest(signature(timestamp, secret).encode(), sign.encode()):
         raise CallbackError(403, "sign does not match")
+
+
+def _at_names(parcel: Parcel) -> str:
+    """The "@name" of each person the parcel mentions (the id where no name is known)."""
+    return " ".join(f"@{parcel.mention_names.get(user, user)}" for user in parcel.mentions)
 
 
 def reconnect_delay(attempt: int, base: float = RECONNECT_BASE, cap: float = RECONNECT_CAP,
@@ -804,6 +809,8 @@ class DingTalkChannel:
                 return await self._update_card(parcel)
             if parcel.kind == "card" and self.template_id and parcel.card and parcel.card_ref:
                 return await self._send_card(parcel)
+            if parcel.is_group and parcel.mentions and self.template_id:
+                return await self._send_notice(parcel)
             message = self._message(parcel)
             if message is None:
                 return Delivery.failed(f"cannot send a {parcel.kind} parcel on DingTalk")
@@ -915,7 +922,9 @@ class DingTalkChannel:
         else:
             return None
         if parcel.mentions:
-            text += "\n\n" + " ".join(f"@{user}" for user in parcel.mentions)
+            # Limitation: groupMessages/send takes no list of people to notify, so without
+            # a card template the "@name" here is text: nobody gets DingTalk's @ alert.
+            text += "\n\n" + _at_names(parcel)
         return "sampleMarkdown", {"title": title, "text": text}
 
     async def _to_user(self, address: str, msg_key: str, param: dict[str, str]) -> Delivery:
@@ -993,7 +1002,9 @@ class DingTalkChannel:
         if parcel.is_group:
             deliver: dict[str, Any] = {"robotCode": self.robot_code}
             if parcel.mentions:
-                deliver["atUserIds"] = {user: user for user in parcel.mentions}
+                # {userId: the name shown after the @} (card platform: deliver cards).
+                deliver["atUserIds"] = {user: parcel.mention_names.get(user, user)
+                                        for user in parcel.mentions}
             return {
                 "openSpaceId": f"dtv1.card//IM_GROUP.{parcel.address}",
                 "imGroupOpenSpaceModel": {"supportForward": False},
@@ -1012,10 +1023,30 @@ class DingTalkChannel:
         repeat is refused and the existing instance is delivered instead.
         """
         assert parcel.card is not None and parcel.card_ref is not None
-        space = self._space(parcel)
+        return await self._create_and_deliver(parcel.card_ref, card_data(parcel.card),
+                                              self._space(parcel))
+
+    async def _send_notice(self, parcel: Parcel) -> Delivery:
+        """A team message that @-mentions people, as a card without buttons.
+
+        groupMessages/send has no way to notify people; a card delivered to the group
+        with atUserIds does, and its text names each of them "@name". The outbox row's
+        key is the card's outTrackId, so a retry delivers the same card.
+        """
+        text = str(parcel.payload.get("text", "")).strip()
+        first, _, rest = text.partition("\n")
+        title = first.strip("#* ") or "消息"
+        body = rest.strip() or title
+        body = "  \n".join(body.splitlines()) + "  \n" + _at_names(parcel)
+        return await self._create_and_deliver(parcel.dedupe_key, notice_data(title, body),
+                                              self._space(parcel))
+
+    async def _create_and_deliver(
+        self, track: str, data: dict[str, str], space: dict[str, Any]
+    ) -> Delivery:
         body: dict[str, Any] = {
-            "cardTemplateId": self.template_id, "outTrackId": parcel.card_ref,
-            "cardData": {"cardParamMap": card_data(parcel.card)},
+            "cardTemplateId": self.template_id, "outTrackId": track,
+            "cardData": {"cardParamMap": data},
             "callbackType": "STREAM" if self.mode == "stream" else "HTTP",
             "userIdType": 1, **space,
         }
@@ -1023,7 +1054,7 @@ class DingTalkChannel:
             body["callbackRouteKey"] = CARD_ROUTE_KEY
         status, answer = await self._api("POST", CARD_CREATE_AND_DELIVER, body)
         if status != 200 and "outtrackid" in _code(answer).lower():
-            deliver = {"outTrackId": parcel.card_ref, "userIdType": 1,
+            deliver = {"outTrackId": track, "userIdType": 1,
                        **{k: v for k, v in space.items() if not k.endswith("SpaceModel")}}
             status, answer = await self._api("POST", CARD_DELIVER, deliver)
             return self._judge_card(status, answer, answer.get("result"))

@@ -1,0 +1,572 @@
+"""Merging duplicate customers: the review's proposals, the merge itself and its undo.
+
+Owns choosing the survivor, the surviving values, the comparison of a group, the review
+day, the duplicate rate, and the database work of a scan's proposals, a merge and an
+undo. Finding the duplicates is handlers.matching's job; what is said in chat and on
+cards is handlers.merge_chat's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.context import audit
+from handlers.matching import Group
+from scheduler.calendar import NO_EXTRA, CalendarExtra, add_working_days
+from storage.models import (
+    Customer,
+    FollowUp,
+    Lead,
+    Member,
+    Merge,
+    MergeProposal,
+    MergeScan,
+    NotDuplicate,
+)
+
+log = logging.getLogger(__name__)
+
+# The monthly review: the 5th at 10:00 team time, or the next working day at 10:00.
+REVIEW_DAY = 5
+REVIEW_TIME = time(10, 0)
+# A scan still "running" after this long died with its process; another may start.
+SCAN_STALE = timedelta(hours=1)
+IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound on variables
+
+# The customer's fields a merge compares and fills, in the order a comparison shows them.
+FIELDS = ("company", "contact", "phone", "email", "industry", "owner_id")
+# Rows that hang on a customer and move to the survivor (opportunities, minutes and
+# check-ins join this list when they get a customer column).
+MOVED = {"leads": Lead, "follow_ups": FollowUp}
+
+
+class MergeRefused(Exception):
+    """A merge or undo that cannot be done as asked; `reason` says which case."""
+
+    def __init__(self, reason: str, detail: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# ---- pure: records, survivor, surviving values, comparison -------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One customer of a group as the review sees it: its fields and its history."""
+
+    id: int
+    values: dict[str, Any]
+    status: str
+    created_at: datetime
+    leads: int = 0
+    follow_ups: int = 0
+    last_activity: datetime | None = None
+
+    @property
+    def history(self) -> int:
+        return self.leads + self.follow_ups
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def ranked(records: Sequence[Record]) -> list[Record]:
+    """The records best survivor first: the most history (leads and follow-ups), then the
+    most recent activity, then the oldest record, then the lowest number.
+
+    The record the team has worked most is the one people know; the oldest breaks a tie
+    because its number is the one quoted longest.
+    """
+    def key(record: Record) -> tuple[int, float, float, int]:
+        last = record.last_activity.timestamp() if record.last_activity else float("-inf")
+        return (-record.history, -last, record.created_at.timestamp(), record.id)
+
+    return sorted(records, key=key)
+
+
+def choose_survivor(records: Sequence[Record]) -> int:
+    if not records:
+        raise ValueError("no records to choose from")
+    return ranked(records)[0].id
+
+
+def survivor_basis(records: Sequence[Record], survivor_id: int) -> str:
+    """Why the survivor leads the ranking: history | activity | oldest | number (the rule
+    that told it from the runner-up)."""
+    order = ranked(records)
+    best = next(r for r in order if r.id == survivor_id)
+    runner_up = next((r for r in order if r.id != survivor_id), None)
+    if runner_up is None or best.history != runner_up.history:
+        return "history"
+    if best.last_activity != runner_up.last_activity:
+        return "activity"
+    if best.created_at != runner_up.created_at:
+        return "oldest"
+    return "number"
+
+
+def surviving_values(records: Sequence[Record], survivor_id: int) -> dict[str, Any]:
+    """Each field's value after the merge: the survivor's own, or where it is empty the
+    first non-empty value among the others in survivor order."""
+    order = ranked(records)
+    order.sort(key=lambda r: r.id != survivor_id)  # stable: the survivor first
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        values[name] = next((r.values.get(name) for r in order
+                             if not is_empty(r.values.get(name))), None)
+    return values
+
+
+def _same(values: Iterable[Any]) -> bool:
+    seen = {v.strip() if isinstance(v, str) else v for v in values}
+    seen = {None if is_empty(v) else v for v in seen}
+    return len(seen) <= 1
+
+
+@dataclass(slots=True, frozen=True)
+class FieldRow:
+    """One line of the comparison: the values side by side, the value that survives."""
+
+    name: str
+    values: tuple[Any, ...]  # one per record, in the records' order
+    differs: bool
+    surviving: Any
+
+
+def compare(records: Sequence[Record], values: dict[str, Any]) -> list[FieldRow]:
+    """The group field by field; a field differs when its values are not all the same
+    (an empty value beside a filled one differs too)."""
+    return [FieldRow(name, tuple(r.values.get(name) for r in records),
+                     not _same(r.values.get(name) for r in records), values.get(name))
+            for name in FIELDS]
+
+
+def signature(ids: Iterable[int]) -> str:
+    """The group's fixed-size key: SHA-256 of its sorted ids."""
+    text = ",".join(str(i) for i in sorted(set(ids)))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def remembered(ids: Iterable[int], not_duplicates: Iterable[frozenset[int]]) -> bool:
+    """Whether an admin said this group, or a group containing it, is not one customer."""
+    group = frozenset(ids)
+    return any(group <= known for known in not_duplicates)
+
+
+# ---- pure: the review day and the duplicate rate ------------------------------------------
+
+
+def review_day(year: int, month: int, extra: CalendarExtra = NO_EXTRA) -> date:
+    """The month's review day: the 5th, or the first working day after it."""
+    return add_working_days(date(year, month, REVIEW_DAY), 0, extra)
+
+
+def review_period(local_now: datetime, extra: CalendarExtra = NO_EXTRA) -> str | None:
+    """The month whose review is due at this local time ("2026-10"), or None before the
+    review day's 10:00. After it the review stays due until it has run (a bot that was
+    down that morning catches up), so the caller checks whether it ran."""
+    day = review_day(local_now.year, local_now.month, extra)
+    if (local_now.date(), local_now.time()) < (day, REVIEW_TIME):
+        return None
+    return f"{local_now.year:04d}-{local_now.month:02d}"
+
+
+def counted(groups: Iterable[Sequence[int]], active: set[int],
+            not_duplicates: Sequence[frozenset[int]]) -> int:
+    """Customers still in a duplicate group: each group's members that are active, when
+    two or more are left and the admins have not said they are not duplicates."""
+    total = 0
+    for group in groups:
+        live = [i for i in group if i in active]
+        if len(live) >= 2 and not remembered(live, not_duplicates):
+            total += len(live)
+    return total
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{(100 * part / whole) if whole else 0.0:.1f}%"
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start:start + IN_CHUNK]
+
+
+def snapshot(customer: Customer) -> dict[str, Any]:
+    values = {name: getattr(customer, name) for name in FIELDS}
+    return values | {"status": customer.status, "merged_into_id": customer.merged_into_id}
+
+
+async def load_records(session: AsyncSession, ids: Sequence[int]) -> dict[int, Record]:
+    """The customers with their history: leads, follow-ups on those leads and on the
+    customer itself, and the latest of their activity."""
+    ids = sorted(set(ids))
+    customers: dict[int, Customer] = {}
+    history: dict[int, list[Any]] = {i: [0, 0, None] for i in ids}
+
+    def later(a: datetime | None, b: datetime | None) -> datetime | None:
+        return max((x for x in (a, b) if x is not None), default=None)
+
+    for chunk in _chunks(ids):
+        found = await session.scalars(select(Customer).where(Customer.id.in_(chunk)))
+        customers.update({c.id: c for c in found.all()})
+        leads = await session.execute(
+            select(Lead.customer_id, func.count(),
+                   func.max(func.coalesce(Lead.last_activity_at, Lead.created_at)))
+            .where(Lead.customer_id.in_(chunk)).group_by(Lead.customer_id))
+        for customer_id, count, last in leads.all():
+            history[customer_id][0] += count
+            history[customer_id][2] = later(history[customer_id][2], last)
+        notes = await session.execute(
+            select(Lead.customer_id, func.count(FollowUp.id), func.max(FollowUp.at))
+            .join(FollowUp, FollowUp.lead_id == Lead.id)
+            .where(Lead.customer_id.in_(chunk)).group_by(Lead.customer_id))
+        direct = await session.execute(
+            select(FollowUp.customer_id, func.count(), func.max(FollowUp.at))
+            .where(FollowUp.customer_id.in_(chunk)).group_by(FollowUp.customer_id))
+        for customer_id, count, last in [*notes.all(), *direct.all()]:
+            history[customer_id][1] += count
+            history[customer_id][2] = later(history[customer_id][2], last)
+    return {
+        c.id: Record(c.id, {name: getattr(c, name) for name in FIELDS}, c.status,
+                     c.created_at, history[c.id][0], history[c.id][1], history[c.id][2])
+        for c in customers.values()
+    }
+
+
+async def not_duplicate_sets(session: AsyncSession) -> list[frozenset[int]]:
+    rows = await session.scalars(select(NotDuplicate.member_ids))
+    return [frozenset(int(i) for i in ids) for ids in rows.all()]
+
+
+async def active_count(session: AsyncSession) -> int:
+    return await session.scalar(
+        select(func.count()).select_from(Customer).where(Customer.status != "merged")) or 0
+
+
+# ---- a scan's proposals ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ScanResult:
+    scan: MergeScan
+    open: list[MergeProposal] = field(default_factory=list)  # every open proposal, in order
+    new: int = 0  # of those, proposed by this scan
+    superseded: list[MergeProposal] = field(default_factory=list)
+    remembered: int = 0  # groups left out as not duplicates
+
+
+async def running_scan(session: AsyncSession, now: datetime) -> MergeScan | None:
+    return await session.scalar(
+        select(MergeScan).where(MergeScan.state == "running",
+                                MergeScan.started_at > now - SCAN_STALE)
+        .order_by(MergeScan.id.desc()).limit(1))
+
+
+async def claim_scan(
+    session: AsyncSession, now: datetime, *, trigger: str, actor: Member | None = None,
+    period: str | None = None,
+) -> MergeScan | None:
+    """Start a scan, or None when one is running or this month's review ran already.
+
+    A monthly review claims its month; one that failed or died frees the month again, so
+    the next day's check retries it.
+    """
+    if await running_scan(session, now) is not None:
+        return None
+    if period is not None:
+        earlier = await session.scalar(select(MergeScan).where(MergeScan.period == period))
+        if earlier is not None and earlier.state == "done":
+            return None
+        if earlier is not None:
+            earlier.period = None
+            earlier.state = "failed"
+            await session.flush()
+    scan = MergeScan(trigger=trigger, period=period, actor_id=actor.id if actor else None,
+                     state="running", started_at=now, groups=[])
+    session.add(scan)
+    await session.flush()
+    return scan
+
+
+def _reasons(group: Group) -> list[str]:
+    found = {reason for _, _, reasons, _ in group.pairs for reason in reasons}
+    return sorted(found)
+
+
+def _score(group: Group) -> int:
+    return max((score for *_, score in group.pairs), default=0)
+
+
+def _priority(proposal: MergeProposal) -> tuple[int, int, int]:
+    """Cards go out surest first: the score, then the size of the group, then the oldest."""
+    return (-proposal.score, -len(proposal.member_ids), proposal.id)
+
+
+async def record_scan(
+    session: AsyncSession, scan: MergeScan, groups: Sequence[Group], active: int,
+    now: datetime,
+) -> ScanResult:
+    """Store what a scan found: a proposal per group not remembered as not duplicates
+    (one already open for the same group stays as it is), open proposals whose group was
+    not found again superseded, and the scan's figures."""
+    known = await not_duplicate_sets(session)
+    kept = [g for g in groups if len(g.customer_ids) >= 2
+            and not remembered(g.customer_ids, known)]
+    result = ScanResult(scan, remembered=len(groups) - len(kept))
+    open_now = {p.signature: p for p in (await session.scalars(
+        select(MergeProposal).where(MergeProposal.state == "proposed"))).all()}
+    records = await load_records(session, [i for g in kept for i in g.customer_ids])
+    found = set()
+    for group in kept:
+        key = signature(group.customer_ids)
+        found.add(key)
+        proposal = open_now.get(key)
+        if proposal is None:
+            members = [records[i] for i in group.customer_ids if i in records]
+            if len(members) < 2:
+                continue
+            survivor = choose_survivor(members)
+            proposal = MergeProposal(
+                scan_id=scan.id, member_ids=sorted(r.id for r in members), signature=key,
+                survivor_id=survivor, reasons=_reasons(group), score=_score(group),
+                values=surviving_values(members, survivor), state="proposed", created_at=now)
+            session.add(proposal)
+            result.new += 1
+        result.open.append(proposal)
+    for key, proposal in open_now.items():
+        if key not in found:
+            proposal.state, proposal.decided_at = "superseded", now
+            result.superseded.append(proposal)
+    await session.flush()
+    result.open.sort(key=_priority)
+    scan.active = active
+    scan.grouped = sum(len(p.member_ids) for p in result.open)
+    scan.remembered = result.remembered
+    scan.groups = [list(p.member_ids) for p in result.open]
+    scan.state, scan.finished_at = "done", now
+    return result
+
+
+async def _take(
+    session: AsyncSession, proposal: MergeProposal, state: str, actor: Member, now: datetime
+) -> None:
+    """Decide a proposal with one conditional UPDATE: only one decision can win."""
+    taken = await session.execute(
+        update(MergeProposal)
+        .where(MergeProposal.id == proposal.id, MergeProposal.state == "proposed")
+        .values(state=state, decided_by_id=actor.id, decided_at=now)
+        .execution_options(synchronize_session=False))
+    if taken.rowcount != 1:
+        raise MergeRefused("decided")
+    await session.refresh(proposal)
+
+
+async def remember_not_duplicate(
+    session: AsyncSession, proposal: MergeProposal, actor: Member, now: datetime
+) -> None:
+    """The admin's "not a duplicate": the proposal is decided and its group remembered.
+    Raises MergeRefused ("decided") when another admin decided it meanwhile."""
+    await _take(session, proposal, "notdup", actor, now)
+    audit(session, actor, "customer.notdup", "proposal", proposal.id, {"state": "proposed"},
+          {"state": "notdup", "customers": sorted(proposal.member_ids)}, now)
+    key = signature(proposal.member_ids)
+    if await session.scalar(select(NotDuplicate.id).where(NotDuplicate.signature == key)):
+        return
+    session.add(NotDuplicate(signature=key, member_ids=sorted(proposal.member_ids),
+                             proposal_id=proposal.id, decided_by_id=actor.id, at=now))
+
+
+# ---- the merge and its undo -----------------------------------------------------------------
+
+
+async def _locked_customers(
+    session: AsyncSession, ids: Sequence[int], lock: bool
+) -> dict[int, Customer]:
+    query = select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)
+    if lock:
+        query = query.with_for_update()
+    return {c.id: c for c in (await session.scalars(query)).all()}
+
+
+async def _move(
+    session: AsyncSession, model: Any, sources: Sequence[int], target: int
+) -> list[list[int]]:
+    """Point every row of `model` on one of `sources` at `target`; [[row, from], …]."""
+    rows = (await session.execute(
+        select(model.id, model.customer_id).where(model.customer_id.in_(sources))
+        .order_by(model.id))).all()
+    if rows:
+        await session.execute(update(model).where(model.customer_id.in_(sources))
+                              .values(customer_id=target))
+    return [[row_id, source] for row_id, source in rows]
+
+
+async def merge_proposal(
+    session: AsyncSession, proposal: MergeProposal, actor: Member, now: datetime, *,
+    lock: bool = False,
+) -> Merge:
+    """Merge the proposal's group into its survivor, in the caller's transaction.
+
+    Raises MergeRefused before it writes anything: ("changed") when a record is gone or
+    merged elsewhere, ("decided") when another admin decided the proposal meanwhile.
+    With `lock` (PostgreSQL) the group's rows are locked first, so of two admins tapping
+    at once the second waits and then finds the records merged.
+    """
+    ids = sorted(int(i) for i in proposal.member_ids)
+    customers = await _locked_customers(session, ids, lock)
+    if len(customers) != len(ids) or any(c.status == "merged" for c in customers.values()):
+        raise MergeRefused("changed")
+    await _take(session, proposal, "merged", actor, now)
+    survivor = customers[proposal.survivor_id]
+    others = [customers[i] for i in ids if i != survivor.id]
+
+    merged_before = {str(c.id): snapshot(c) for c in others}
+    before, after = {}, {}
+    for name in FIELDS:
+        value = (proposal.values or {}).get(name)
+        if is_empty(getattr(survivor, name)) and not is_empty(value):
+            before[name], after[name] = getattr(survivor, name), value
+            setattr(survivor, name, value)
+    survivor.updated_at = now
+    sources = [c.id for c in others]
+    moved = {table: await _move(session, model, sources, survivor.id)
+             for table, model in MOVED.items()}
+    for customer in others:
+        customer.status, customer.merged_into_id, customer.updated_at = "merged", survivor.id, now
+
+    merge = Merge(proposal_id=proposal.id, survivor_id=survivor.id, merged_ids=sources,
+                  survivor_before=before, survivor_after=after, merged_before=merged_before,
+                  moved=moved, actor_id=actor.id, at=now)
+    session.add(merge)
+    await session.flush()
+    audit(session, actor, "customer.merge", "customer", survivor.id,
+          {"customers": merged_before, "survivor": before},
+          {"merge_id": merge.id, "proposal_id": proposal.id, "survivor_id": survivor.id,
+           "merged_ids": sources, "filled": after, "moved": moved}, now)
+    log.info("merge %s: customers %s into %s, %s", merge.id, sources, survivor.id,
+             {table: len(rows) for table, rows in moved.items()})
+    return merge
+
+
+async def _later_merge(session: AsyncSession, merge: Merge) -> Merge | None:
+    """A merge done after this one, not undone, that involves one of its customers."""
+    mine = {merge.survivor_id, *merge.merged_ids}
+    later = (await session.scalars(
+        select(Merge).where(Merge.id > merge.id, Merge.undone_at.is_(None))
+        .order_by(Merge.id))).all()
+    return next((m for m in later if mine & {m.survivor_id, *m.merged_ids}), None)
+
+
+async def undo_merge(
+    session: AsyncSession, merge: Merge, actor: Member, now: datetime, *, lock: bool = False,
+) -> list[str]:
+    """Put everything back as it was before the merge; returns the survivor's fields kept
+    as they are because someone changed them since (restored only where untouched).
+
+    Raises MergeRefused ("undone") when it was undone already, ("later", merge) when a
+    later merge involves its customers and must be undone first.
+    """
+    if merge.undone_at is not None:
+        raise MergeRefused("undone")
+    later = await _later_merge(session, merge)
+    if later is not None:
+        raise MergeRefused("later", later)
+    taken = await session.execute(
+        update(Merge).where(Merge.id == merge.id, Merge.undone_at.is_(None))
+        .values(undone_at=now, undone_by_id=actor.id)
+        .execution_options(synchronize_session=False))
+    if taken.rowcount != 1:
+        raise MergeRefused("undone")
+    await session.refresh(merge)
+    customers = await _locked_customers(
+        session, sorted({merge.survivor_id, *merge.merged_ids}), lock)
+    survivor = customers[merge.survivor_id]
+
+    kept = []
+    for name, value in merge.survivor_after.items():
+        if getattr(survivor, name) == value:
+            setattr(survivor, name, merge.survivor_before.get(name))
+        else:
+            kept.append(name)
+    survivor.updated_at = now
+    for customer_id, values in merge.merged_before.items():
+        customer = customers[int(customer_id)]
+        customer.status, customer.merged_into_id = values["status"], values["merged_into_id"]
+        customer.updated_at = now
+    restored: dict[str, int] = {}
+    for table, rows in merge.moved.items():
+        model = MOVED[table]
+        for row_id, source in rows:
+            back = await session.execute(
+                update(model).where(model.id == row_id, model.customer_id == survivor.id)
+                .values(customer_id=source).execution_options(synchronize_session=False))
+            restored[table] = restored.get(table, 0) + back.rowcount
+    if merge.proposal_id is not None:
+        await session.execute(
+            update(MergeProposal).where(MergeProposal.id == merge.proposal_id)
+            .values(state="undone").execution_options(synchronize_session=False))
+    audit(session, actor, "customer.unmerge", "customer", survivor.id,
+          {"merge_id": merge.id, "survivor": merge.survivor_after},
+          {"customers": merge.merged_before, "survivor": merge.survivor_before,
+           "restored": restored, "kept": kept}, now)
+    log.info("merge %s undone: %s", merge.id, restored)
+    return kept
+
+
+# ---- the duplicate rate ---------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Rate:
+    scan: MergeScan  # the scan the "before" figure is from
+    before: tuple[int, int]  # (in groups, active) when it ran
+    now: tuple[int, int]  # the same today
+    merged_since: int  # merges (not undone) of its proposals
+
+
+async def duplicate_rate(session: AsyncSession) -> Rate | None:
+    """The share of active customers in a duplicate group: at the last review before its
+    merges, and now. None before the first scan.
+
+    The review is the scan whose proposals were merged last (the latest scan when none
+    was); "now" follows the latest scan's groups as merges and "not a duplicate" answers
+    have changed them since.
+    """
+    latest = await session.scalar(
+        select(MergeScan).where(MergeScan.state == "done").order_by(MergeScan.id.desc())
+        .limit(1))
+    if latest is None:
+        return None
+    review_id = await session.scalar(
+        select(MergeProposal.scan_id).join(Merge, Merge.proposal_id == MergeProposal.id)
+        .where(Merge.undone_at.is_(None)).order_by(Merge.id.desc()).limit(1))
+    review = latest if review_id is None else await session.get(MergeScan, review_id)
+    assert review is not None
+    merged = await session.scalar(
+        select(func.count()).select_from(Merge)
+        .join(MergeProposal, Merge.proposal_id == MergeProposal.id)
+        .where(MergeProposal.scan_id == review.id, Merge.undone_at.is_(None))) or 0
+    members = sorted({int(i) for g in latest.groups for i in g})
+    active: set[int] = set()
+    for chunk in _chunks(members):
+        active.update((await session.scalars(
+            select(Customer.id).where(Customer.id.in_(chunk), Customer.status != "merged")
+        )).all())
+    now_grouped = counted(latest.groups, active, await not_duplicate_sets(session))
+    return Rate(review, (review.grouped, review.active), (now_grouped,
+                                                           await active_count(session)), merged)
