@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.uploads import HEADERS, BadLink, public_url, read_token, signed_token
+from bot.uploads import HEADERS, PAGE, STYLE, BadLink, public_url, read_token, signed_token
 from storage.models import Member, MergeProposal
 
 if TYPE_CHECKING:
@@ -47,30 +47,15 @@ T_DIFFERS = "≠"
 T_LEADS, T_FOLLOW_UPS, T_ACTIVITY, T_CREATED = "线索", "跟进", "最近活动", "建档时间"
 T_EMPTY = "—"
 
-PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: -apple-system, "PingFang SC", "Microsoft YaHei", sans-serif;
-  margin: 0; padding: 1em; background: #f5f6f8; color: #222; line-height: 1.5; }}
-main {{ max-width: 60em; margin: 0 auto; background: #fff; border-radius: 8px;
-  padding: 1em; }}
-h1 {{ font-size: 1.25em; margin-top: 0; }}
-.note {{ padding: .6em .8em; border-radius: 6px; background: #eef6ee; }}
-.error {{ background: #fdecea; }}
-.scroll {{ overflow-x: auto; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border: 1px solid #e3e5e8; padding: .45em .6em; text-align: left;
-  vertical-align: top; white-space: nowrap; }}
-tr.diff th, tr.diff td {{ background: #fff4e0; }}
-td.after {{ font-weight: 600; background: #eef4ff; }}
-.mark {{ color: #d4380d; font-weight: 700; }}
-.empty {{ color: #999; }}
-</style></head>
-<body><main><h1>{title}</h1>
-{body}
-</main></body></html>
+TABLE_STYLE = """main { max-width: 60em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border: 1px solid #e3e5e8; padding: .45em .6em; text-align: left;
+  vertical-align: top; white-space: nowrap; }
+tr.diff th, tr.diff td { background: #fff4e0; }
+td.after { font-weight: 600; background: #eef4ff; }
+.mark { color: #d4380d; font-weight: 700; }
+.empty { color: #999; }
 """
 
 
@@ -90,7 +75,8 @@ def add_routes(app: web.Application) -> None:
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(text=PAGE.format(title=html.escape(title), body=body), status=status,
+    return web.Response(text=PAGE.format(title=html.escape(title), body=body,
+                                         style=STYLE + TABLE_STYLE), status=status,
                         content_type="text/html", charset="utf-8", headers=HEADERS)
 
 

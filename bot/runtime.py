@@ -98,4 +98,5 @@ class Runtime:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         for channel in self.channels.values():
             await channel.stop()
+        await self.sessions.dispose()
         await self.engine.dispose()

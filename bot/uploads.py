@@ -76,26 +76,29 @@ T_CHECKING = "已收到「{name}」，正在检查。检查结果会发到聊天
 T_REFUSED = "无法导入「{name}」：{reason}"
 T_AGAIN = "修改后可以在本页重新上传。"
 
+# The look every page the bot serves shares; a page adds its own rules after it.
+STYLE = """body { font-family: -apple-system, "PingFang SC", "Microsoft YaHei", sans-serif;
+  margin: 0; padding: 1.2em; background: #f5f6f8; color: #222; line-height: 1.6; }
+main { max-width: 32em; margin: 0 auto; background: #fff; border-radius: 8px;
+  padding: 1.2em; }
+h1 { font-size: 1.3em; margin-top: 0; }
+.note { padding: .6em .8em; border-radius: 6px; background: #eef6ee; }
+.error { background: #fdecea; }
+a { color: #1677ff; }
+"""
 PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>
-body {{ font-family: -apple-system, "PingFang SC", "Microsoft YaHei", sans-serif;
-  margin: 0; padding: 1.2em; background: #f5f6f8; color: #222; line-height: 1.6; }}
-main {{ max-width: 32em; margin: 0 auto; background: #fff; border-radius: 8px;
-  padding: 1.2em; }}
-h1 {{ font-size: 1.3em; margin-top: 0; }}
-.note {{ padding: .6em .8em; border-radius: 6px; background: #eef6ee; }}
-.error {{ background: #fdecea; }}
-input[type=file] {{ display: block; width: 100%; margin: 1em 0; font-size: 1em; }}
-button {{ width: 100%; padding: .8em; font-size: 1.05em; border: 0; border-radius: 6px;
-  background: #1677ff; color: #fff; }}
-a {{ color: #1677ff; }}
-</style></head>
+{style}</style></head>
 <body><main><h1>{title}</h1>
 {body}
 </main></body></html>
+"""
+UPLOAD_STYLE = """input[type=file] { display: block; width: 100%; margin: 1em 0; font-size: 1em; }
+button { width: 100%; padding: .8em; font-size: 1.05em; border: 0; border-radius: 6px;
+  background: #1677ff; color: #fff; }
 """
 FORM = """<p>{intro}</p>
 <form method="post" enctype="multipart/form-data">
@@ -277,7 +280,8 @@ def _runtime(request: web.Request) -> Runtime:
 
 
 def _page(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=PAGE.format(title=T_PAGE_TITLE, body=body), status=status,
+    return web.Response(text=PAGE.format(title=T_PAGE_TITLE, body=body,
+                                         style=STYLE + UPLOAD_STYLE), status=status,
                         content_type="text/html", charset="utf-8", headers=HEADERS)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -266,9 +266,8 @@ async def _report_progress(
 ) -> None:
     """Tell the admin who asked how far a long scan is, now and then, until it ends.
 
-    Limitation: on SQLite a matcher that keeps its session for the whole scan holds the
-    process's one session, so these lines cannot be written until it is over (and then
-    are not); the admin has the start message and the result.
+    Limitation: a matcher that computes on the event loop without awaiting leaves no
+    turn for these lines; the admin still has the start message and the result.
     """
     wait = PROGRESS_FIRST_SECONDS
     while True:
@@ -299,12 +298,12 @@ async def run_review(
         watcher = rt.spawn(_report_progress(rt, progress, requester_id, channel),
                            name=f"merge-scan-progress-{scan_id}")
     try:
-        async with rt.sessions() as session:
+        # A read-only snapshot: on SQLite the bot goes on recording callbacks meanwhile.
+        async with rt.sessions.reading() as session:
             try:
                 groups = await scan_groups(session, progress=progress)
                 active = await active_count(session)
             finally:
-                # Set while the session is still held: a waiting progress line sees it.
                 progress.finished.set()
     except Exception:
         log.exception("merge scan %s failed", scan_id)
@@ -495,17 +494,28 @@ async def _refused(ctx: Context, proposal: MergeProposal, refused: MergeRefused)
     await ctx.reply(await _stale_text(ctx, proposal))
 
 
-@router.action("merge")
-async def merge_clicked(ctx: Context, object_id: str, option: str | None) -> None:
+async def _decide(
+    ctx: Context, object_id: str, decide: Callable[[MergeProposal], Awaitable[Any]]
+) -> tuple[MergeProposal, Any] | None:
+    """The tapped proposal and what `decide` made of it, or None after a polite answer
+    (not an admin, decided already, records changed)."""
     proposal = await _clicked_proposal(ctx, object_id)
     if proposal is None:
-        return
+        return None
     try:
-        merge = await merge_proposal(ctx.session, proposal, ctx.member, ctx.now,
-                                     lock=not ctx.rt.is_sqlite)
+        return proposal, await decide(proposal)
     except MergeRefused as refused:
         await _refused(ctx, proposal, refused)
+        return None
+
+
+@router.action("merge")
+async def merge_clicked(ctx: Context, object_id: str, option: str | None) -> None:
+    found = await _decide(ctx, object_id, lambda proposal: merge_proposal(
+        ctx.session, proposal, ctx.member, ctx.now, lock=not ctx.rt.is_sqlite))
+    if found is None:
         return
+    proposal, merge = found
     await _close_cards(ctx.session, ctx.rt, proposal, T_MERGED_STATUS.format(
         name=ctx.member.name, at=_stamp(ctx.now, ctx.rt), merge=merge.id))
     survivor = await ctx.session.get(Customer, merge.survivor_id)
@@ -519,14 +529,11 @@ async def merge_clicked(ctx: Context, object_id: str, option: str | None) -> Non
 
 @router.action("notdup")
 async def notdup_clicked(ctx: Context, object_id: str, option: str | None) -> None:
-    proposal = await _clicked_proposal(ctx, object_id)
-    if proposal is None:
+    found = await _decide(ctx, object_id, lambda proposal: remember_not_duplicate(
+        ctx.session, proposal, ctx.member, ctx.now))
+    if found is None:
         return
-    try:
-        await remember_not_duplicate(ctx.session, proposal, ctx.member, ctx.now)
-    except MergeRefused as refused:
-        await _refused(ctx, proposal, refused)
-        return
+    proposal, _ = found
     await _close_cards(ctx.session, ctx.rt, proposal, T_NOTDUP_STATUS.format(
         name=ctx.member.name, at=_stamp(ctx.now, ctx.rt)))
     await ctx.reply(T_NOTDUP_DONE.format(id=proposal.id, n=len(proposal.member_ids)))

@@ -50,6 +50,18 @@ def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_read_only(dbapi_conn, _record) -> None:  # noqa: ANN001
+    _sqlite_pragmas(dbapi_conn, _record)
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _sqlite_begin_read(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    # Deferred: in WAL mode a read transaction sees one snapshot and blocks no writer.
+    conn.exec_driver_sql("BEGIN")
+
+
 def ensure_sqlite_dir(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -110,12 +122,40 @@ class Sessions:
 
     Waiting on an asyncio lock costs nothing, where SQLite's own busy handler sleeps up
     to 100 ms between tries. A session must not be opened while the same task holds one.
+    A long read (the monthly duplicate scan) takes a `reading()` session instead.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.factory = async_sessionmaker(engine, expire_on_commit=False)
         self._lock = TurnLock() if engine.dialect.name == "sqlite" else None
         self._holder: asyncio.Task[object] | None = None
+        self._engine = engine
+        self._reader: AsyncEngine | None = None
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for a long read that must not hold up the bot's writes.
+
+        On SQLite it comes from a second engine whose connections may not write (query_only)
+        and begin a deferred transaction: a snapshot of the database (WAL) that takes
+        neither the process's turn nor SQLite's write lock, so callbacks keep being
+        recorded while it reads. On PostgreSQL it is an ordinary session.
+        """
+        if self._lock is None:
+            async with self.factory() as session:
+                yield session
+            return
+        if self._reader is None:
+            self._reader = create_async_engine(self._engine.url, connect_args={"timeout": 30})
+            event.listen(self._reader.sync_engine, "connect", _sqlite_read_only)
+            event.listen(self._reader.sync_engine, "begin", _sqlite_begin_read)
+        async with AsyncSession(self._reader, expire_on_commit=False) as session:
+            yield session
+
+    async def dispose(self) -> None:
+        if self._reader is not None:
+            await self._reader.dispose()
+            self._reader = None
 
     @asynccontextmanager
     async def __call__(self, urgent: bool = False) -> AsyncIterator[AsyncSession]:

@@ -60,10 +60,11 @@ def lead_card(closed: str | None = None) -> CardModel:
 
 
 def card(ref: str, model: CardModel | None = None, kind: str = "card",
-         address: str = "wangfang", is_group: bool = False, mentions=()) -> Parcel:
+         address: str = "wangfang", is_group: bool = False, mentions=(),
+         mention_names=None) -> Parcel:
     return Parcel(outbox_id=next(_ids), kind=kind, address=address, is_group=is_group,
                   payload={}, dedupe_key=ref, card=model or lead_card(), card_ref=ref,
-                  mentions=list(mentions))
+                  mentions=list(mentions), mention_names=dict(mention_names or {}))
 
 
 # ---- the access token --------------------------------------------------------------------
@@ -182,14 +183,39 @@ async def test_a_qps_refusal_and_a_5xx_are_retried_soon(bot, fake):
 # ---- groups ----------------------------------------------------------------------------------
 
 
-async def test_a_group_message_mentions_user_ids(bot, fake):
-    parcel = Parcel(outbox_id=1, kind="markdown", address="cidteam0001==", is_group=True,
-                    payload={"text": "新线索 #12 分给了王芳"}, dedupe_key="g1",
-                    mentions=["wangfang"])
-    assert (await channel_of(bot).deliver(parcel)).ok
+def group_notice(**kw) -> Parcel:
+    return Parcel(outbox_id=1, kind="markdown", address="cidteam0001==", is_group=True,
+                  payload={"text": "**合并通知 #3**\n客户 #12 已合并"}, dedupe_key="sbnotice1",
+                  mentions=["wangfang", "zhaoqiang"],
+                  mention_names={"wangfang": "王芳", "zhaoqiang": "赵强"}, **kw)
+
+
+async def test_a_group_message_that_mentions_people_is_a_card_delivered_with_at_user_ids(
+    bot, fake
+):
+    # groupMessages/send cannot notify anyone; a card delivered with atUserIds does.
+    assert (await channel_of(bot).deliver(group_notice())).ok
+    assert (await channel_of(bot).deliver(group_notice())).ok  # a retry: the same card
+    assert fake.group_messages["cidteam0001=="] == []
+    [shown] = fake.cards.values()
+    assert shown.out_track_id == "sbnotice1" and shown.spaces == ["IM_GROUP.cidteam0001=="]
+    assert shown.at_users == {"wangfang": "王芳", "zhaoqiang": "赵强"}
+    assert shown.data["title"] == "合并通知 #3"
+    assert shown.data["content"] == "客户 #12 已合并  \n@王芳 @赵强"
+    assert (shown.data["status"], shown.data["closed"], shown.data["buttons"]) == (
+        "", "true", "[]")
+
+
+async def test_without_a_template_the_group_message_names_them_in_its_text(
+    aiohttp_client, sqlite_url, fake
+):
+    bot = await start_bot(aiohttp_client, sqlite_url, fake, connect=False,
+                          dingtalk={"mode": "http"}, teams=TEAMS)
+    assert (await channel_of(bot).deliver(group_notice())).ok
     [message] = fake.group_messages["cidteam0001=="]
     assert message["msgKey"] == "sampleMarkdown"
-    assert message["param"]["text"] == "新线索 #12 分给了王芳\n\n@wangfang"
+    assert message["param"]["text"] == "**合并通知 #3**\n客户 #12 已合并\n\n@王芳 @赵强"
+    assert fake.cards == {}
 
 
 async def test_the_team_group_gets_at_most_its_budget_a_minute_through_the_outbox(bot, fake):
@@ -261,11 +287,12 @@ async def test_a_card_is_updated_in_place_to_show_who_accepted(bot, fake):
 
 
 async def test_a_card_to_the_team_group_mentions_its_users(bot, fake):
-    parcel = card("sbref005", address="cidteam0001==", is_group=True, mentions=["wangfang"])
+    parcel = card("sbref005", address="cidteam0001==", is_group=True,
+                  mentions=["wangfang", "sunlei"], mention_names={"wangfang": "王芳"})
     assert (await channel_of(bot).deliver(parcel)).ok
     shown = fake.cards["sbref005"]
     assert shown.spaces == ["IM_GROUP.cidteam0001=="]
-    assert shown.at_users == {"wangfang": "wangfang"}
+    assert shown.at_users == {"wangfang": "王芳", "sunlei": "sunlei"}  # no name: the id
 
 
 async def test_without_a_template_a_card_is_markdown_and_is_not_updated(

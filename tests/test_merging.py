@@ -1,0 +1,245 @@
+"""The merge review's pure rules and the scheduled review: the review day in 2026 and 2027,
+the survivor, the surviving values, the comparison, the memory of "not a duplicate", the
+duplicate rate, and the monthly job that runs once on its day."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import RUNTIME
+from handlers.merge_chat import monthly_review
+from handlers.merging import (
+    Record,
+    choose_survivor,
+    compare,
+    counted,
+    percent,
+    remembered,
+    review_day,
+    review_period,
+    signature,
+    surviving_values,
+    survivor_basis,
+)
+from scheduler.calendar import CalendarExtra
+from scheduler.jobs import JobRunner
+from storage.models import Card, Customer, MergeProposal, MergeScan
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
+
+
+def _days(first: str, last: str) -> frozenset[date]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return frozenset(start + timedelta(days=n) for n in range((end - start).days + 1))
+
+
+# ---- the review day -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("year", "month", "expected"), [
+    (2026, 11, date(2026, 11, 5)),  # a Thursday: the 5th itself
+    (2026, 12, date(2026, 12, 7)),  # Saturday the 5th: Monday
+    (2026, 9, date(2026, 9, 7)),  # Saturday the 5th: Monday
+    (2026, 10, date(2026, 10, 8)),  # National Day week (10-01 to 10-07): Thursday 10-08
+    (2026, 4, date(2026, 4, 7)),  # Tomb-sweeping Day holiday (04-04 to 04-06): Tuesday
+    (2026, 5, date(2026, 5, 6)),  # Labour Day holiday (05-01 to 05-05): Wednesday
+])
+def test_the_review_day_follows_the_statutory_calendar_of_2026(year, month, expected):
+    assert review_day(year, month) == expected
+
+
+def test_a_2027_review_without_statutory_data_is_the_next_weekday():
+    # chinesecalendar 1.11 has no 2027: Monday to Friday applies.
+    assert review_day(2027, 6) == date(2027, 6, 7)  # Saturday the 5th: Monday
+    assert review_day(2027, 9) == date(2027, 9, 6)  # Sunday the 5th: Monday
+    assert review_day(2027, 2) == date(2027, 2, 5)  # a Friday, with no holiday listed
+
+
+def test_a_2027_review_in_the_admins_listed_holidays_moves_past_them():
+    spring_festival = CalendarExtra(holidays=_days("2027-02-05", "2027-02-11"))
+    assert review_day(2027, 2, spring_festival) == date(2027, 2, 12)
+    national_day = CalendarExtra(holidays=_days("2027-10-01", "2027-10-07"))
+    assert review_day(2027, 10, national_day) == date(2027, 10, 8)
+    # A make-up working Sunday the admins listed is a review day like any other.
+    make_up = CalendarExtra(workdays=frozenset({date(2027, 12, 5)}))
+    assert review_day(2027, 12, make_up) == date(2027, 12, 5)
+    assert review_day(2027, 12) == date(2027, 12, 6)
+
+
+def _local(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
+
+
+def test_the_review_is_due_from_ten_on_its_day_and_stays_due_that_month():
+    assert review_period(_local("2026-10-05 10:00")) is None  # a holiday
+    assert review_period(_local("2026-10-08 09:59")) is None
+    assert review_period(_local("2026-10-08 10:00")) == "2026-10"
+    # The bot was down that morning: the first check afterwards catches up.
+    assert review_period(_local("2026-10-20 08:00")) == "2026-10"
+    assert review_period(_local("2026-11-02 10:00")) is None  # before November's day
+
+
+# ---- survivor, surviving values, comparison -------------------------------------------------
+
+
+def _record(id_: int, *, history: tuple[int, int] = (0, 0), last: datetime | None = None,
+            created: datetime = T0, **values) -> Record:
+    fields = {"company": "深圳示例科技有限公司", "contact": "张伟", "phone": "13800001234",
+              "email": None, "industry": None, "owner_id": None} | values
+    return Record(id_, fields, "active", created, history[0], history[1], last)
+
+
+def test_the_survivor_has_the_most_history_then_the_latest_activity_then_is_oldest():
+    busy = _record(3, history=(1, 4))
+    quiet = _record(1, history=(1, 1), last=T0 + timedelta(days=30))
+    assert choose_survivor([quiet, busy]) == 3
+    assert survivor_basis([quiet, busy], 3) == "history"
+
+    recent = _record(4, history=(1, 1), last=T0 + timedelta(days=40))
+    assert choose_survivor([quiet, recent]) == 4
+    assert survivor_basis([quiet, recent], 4) == "activity"
+
+    older = _record(9, created=T0 - timedelta(days=100))
+    newer = _record(2)
+    assert choose_survivor([newer, older]) == 9
+    assert survivor_basis([newer, older], 9) == "oldest"
+
+    assert choose_survivor([_record(7), _record(5)]) == 5  # all alike: the lowest number
+    assert survivor_basis([_record(7), _record(5)], 5) == "number"
+
+
+def test_the_survivor_keeps_its_values_and_fills_its_empty_fields_from_the_next_best():
+    survivor = _record(1, history=(2, 3), owner_id=4, email=" ")
+    second = _record(2, history=(1, 1), company="示例科技（深圳）有限公司",
+                     email="zhangwei@example.com", owner_id=5)
+    third = _record(3, email="zw@example.com", industry="industrial", owner_id=6)
+    values = surviving_values([third, second, survivor], 1)
+    assert values == {"company": "深圳示例科技有限公司", "contact": "张伟",
+                      "phone": "13800001234", "email": "zhangwei@example.com",
+                      "industry": "industrial", "owner_id": 4}
+
+
+def test_the_comparison_marks_every_field_whose_values_differ():
+    records = [_record(1, owner_id=4),
+               _record(2, company="示例科技（深圳）有限公司", email="zhangwei@example.com",
+                       owner_id=5, contact=" 张伟 ")]
+    rows = {row.name: row for row in compare(records, surviving_values(records, 1))}
+    assert {name for name, row in rows.items() if row.differs} == {
+        "company", "email", "owner_id"}  # "张伟" and " 张伟 " are the same
+    assert rows["company"].values == ("深圳示例科技有限公司", "示例科技（深圳）有限公司")
+    assert rows["email"].surviving == "zhangwei@example.com"
+    assert rows["industry"].differs is False and rows["industry"].surviving is None
+
+
+# ---- not a duplicate, and the rate ----------------------------------------------------------
+
+
+def test_a_remembered_group_covers_its_subsets_but_not_a_group_with_a_new_record():
+    known = [frozenset({3, 5, 9})]
+    assert remembered([9, 3], known) and remembered((3, 5, 9), known)
+    assert not remembered([3, 5, 9, 12], known)
+    assert not remembered([3, 4], known)
+    assert signature([9, 3, 5]) == signature([3, 5, 9]) != signature([3, 5])
+    assert len(signature(range(1, 500))) == 64
+
+
+def test_the_rate_counts_what_is_left_of_each_group():
+    groups = [[1, 2, 3], [4, 5], [6, 7], [8, 9]]
+    active = {1, 4, 5, 6, 7, 8, 9, 10}  # 2 and 3 were merged into 1
+    not_duplicates = [frozenset({6, 7, 11})]
+    assert counted(groups, active, not_duplicates) == 4  # 4, 5 and 8, 9
+    assert counted(groups, set(range(1, 11)), []) == 9
+    assert (percent(310, 1000), percent(0, 0), percent(2, 3)) == ("31.0%", "0.0%", "66.7%")
+
+
+# ---- the monthly job ------------------------------------------------------------------------
+
+
+async def test_the_review_job_runs_daily_at_ten_beijing_time_and_once_at_start(settings):
+    from bot.runtime import Runtime
+
+    rt = Runtime(settings)
+    runner = JobRunner(rt, paused=True)
+    try:
+        await runner.step()
+        job = runner.scheduler.get_job("merge-review")
+        assert (job.misfire_grace_time, job.coalesce, job.max_instances) == (6 * 3600, True, 1)
+        assert job.next_run_time <= datetime.now(SHANGHAI)  # the check at start
+        friday_evening = datetime(2026, 12, 4, 18, 0, tzinfo=SHANGHAI)
+        assert job.trigger.get_next_fire_time(None, friday_evening) == datetime(
+            2026, 12, 5, 10, 0, tzinfo=SHANGHAI)
+    finally:
+        await runner.stop()
+        await rt.close()
+
+
+async def _seed(rt) -> None:
+    from tests.harness import Chat
+
+    chat = Chat(rt)
+    people = await chat.add_members({"name": "管理员甲", "role": "admin"},
+                                    {"name": "王芳", "role": "rep"})
+    async with rt.sessions() as session, session.begin():
+        session.add_all([
+            Customer(company="深圳示例科技有限公司", contact="张伟", phone="13800001234",
+                     owner_id=people["王芳"].id),
+            Customer(company="示例科技（深圳）有限公司", contact="张伟", phone="13800001234"),
+            Customer(company="广州另一家贸易有限公司", contact="李娜", phone="13800005678"),
+        ])
+
+
+async def _scans(rt) -> list[tuple[str, str | None, str]]:
+    async with rt.sessions() as session:
+        rows = await session.execute(
+            select(MergeScan.trigger, MergeScan.period, MergeScan.state).order_by(MergeScan.id))
+        return [tuple(row) for row in rows.all()]
+
+
+async def test_the_monthly_review_runs_on_its_day_once_and_cards_the_admins(app_client):
+    rt = app_client.app[RUNTIME]
+    await _seed(rt)
+    rt.clock.now = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)  # Saturday 10:00 in Beijing
+    assert await monthly_review(rt) is None
+    rt.clock.now = datetime(2026, 12, 7, 1, 59, tzinfo=UTC)  # Monday 09:59
+    assert await monthly_review(rt) is None
+    assert await _scans(rt) == []
+
+    rt.clock.now = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)  # Monday 10:00
+    result = await monthly_review(rt)
+    assert result is not None and [p.member_ids for p in result.open] == [[1, 2]]
+    assert await _scans(rt) == [("monthly", "2026-12", "done")]
+    async with rt.sessions() as session:
+        cards = (await session.scalars(select(Card).where(Card.kind == "merge"))).all()
+        assert [(c.member_id, c.object_id) for c in cards] == [(1, result.open[0].id)]
+
+    rt.clock.now = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)  # the afternoon, after a restart
+    assert await monthly_review(rt) is None
+    rt.clock.now = datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
+    assert await monthly_review(rt) is None
+    async with rt.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(MergeProposal)) == 1
+
+
+async def test_a_failed_monthly_review_is_tried_again_the_next_day(app_client, monkeypatch):
+    from handlers import merge_chat
+
+    rt = app_client.app[RUNTIME]
+    await _seed(rt)
+
+    async def broken(session, *, progress=None):
+        raise RuntimeError("matcher down")
+
+    monkeypatch.setattr(merge_chat, "scan_groups", broken)
+    rt.clock.now = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    assert await monthly_review(rt) is None
+    assert await _scans(rt) == [("monthly", None, "failed")]
+
+    monkeypatch.undo()
+    rt.clock.now = datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
+    assert (await monthly_review(rt)) is not None
+    assert await _scans(rt) == [("monthly", None, "failed"), ("monthly", "2026-12", "done")]
