@@ -69,6 +69,7 @@ async def enqueue(
         card = Card(
             ref=new_ref(), kind=content.kind, object_id=content.object_id,
             member_id=member.id, channel=route, body=content.to_json(),
+            created_at=rt.now(), updated_at=rt.now(),
         )
         session.add(card)
         kind, payload = "card", {}

@@ -21,11 +21,24 @@ T_CONVERTED = "转化审批通过"
 T_LINKED = "转化审批通过，关联已有客户"
 
 
+MERGE_CHAIN = 10  # merged into a record merged in turn: followed this far at most
+
+
+async def surviving(session: AsyncSession, customer: Customer | None) -> Customer | None:
+    """The record a merged-away customer lives on now (the customer itself when it was
+    not merged away): a match on its old values is a match on the survivor."""
+    for _ in range(MERGE_CHAIN):
+        if customer is None or customer.merged_into_id is None:
+            return customer
+        customer = await session.get(Customer, customer.merged_into_id)
+    return customer
+
+
 async def find_duplicate(session: AsyncSession, phone: str) -> Customer | Lead | None:
     """An existing customer, else lead, with this normalised phone: the check every entry
     point makes before it stores a lead."""
-    customer = await session.scalar(
-        select(Customer).where(Customer.phone == phone).order_by(Customer.id).limit(1))
+    customer = await surviving(session, await session.scalar(
+        select(Customer).where(Customer.phone == phone).order_by(Customer.id).limit(1)))
     if customer is not None:
         return customer
     return await session.scalar(select(Lead).where(Lead.phone == phone).order_by(Lead.id).limit(1))
@@ -38,7 +51,8 @@ async def matching_customer(session: AsyncSession, lead: Lead) -> Customer | Non
                 Customer.contact == lead.contact.strip())
     if lead.phone:
         same = or_(Customer.phone == lead.phone, same)
-    return await session.scalar(select(Customer).where(same).order_by(Customer.id).limit(1))
+    return await surviving(session, await session.scalar(
+        select(Customer).where(same).order_by(Customer.id).limit(1)))
 
 
 async def convert_lead(

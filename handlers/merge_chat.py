@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import Context
-from bot.merge_pages import comparison_link
+from bot.merge_pages import PURPOSE, comparison_link
 from bot.outbox import Markdown, enqueue, enqueue_teams, open_cards, update_card
 from bot.router import Router, is_number
+from bot.uploads import LIFETIMES
 from cards.model import Button, CardField, CardModel
 from handlers.matching import scan_groups
 from handlers.merging import (
@@ -104,11 +105,13 @@ T_STALE_MERGED = "这组客户已由 {name} 于 {at} 合并（合并 #{merge}）
 T_STALE_UNDONE = "这组客户的合并 #{merge} 已撤销；如仍是重复，下次扫描会再次提出"
 T_STALE_NOTDUP = "{name} 已于 {at} 标记这组客户不是重复"
 T_STALE_SUPERSEDED = "之后的扫描发现这组记录有变化，请以最新的合并建议为准"
+T_STALE_RESENT = "这条建议已重新发送，请在最新的卡片上处理"
 T_CHANGED = ("合并建议 #{id} 里的记录已有变化（有记录已被合并），这条建议已失效，"
              "下次扫描会重新比对。")
 T_MERGED_STATUS = "{name} 已于 {at} 合并（合并 #{merge}）"
 T_NOTDUP_STATUS = "{name} 已于 {at} 标记为不是重复"
 T_SUPERSEDED_STATUS = "记录已变化，这条建议已失效"
+T_RESENT_STATUS = "已重新发送，请在新卡片上处理"
 T_MERGED = ("已合并（合并 #{merge}）：{n} 条记录合并为客户 #{survivor}（{company}），"
             "移入线索 {leads} 条、跟进 {follow_ups} 条，已通知相关销售。"
             "如有误，发送 /撤销合并 {merge} 恢复。")
@@ -339,13 +342,16 @@ async def _scan_failed(
     rt.outbox.wake()
 
 
-async def _carded(session: AsyncSession, proposal_ids: list[int]) -> set[tuple[int, int]]:
-    """(proposal, admin) pairs that have a card with buttons already."""
+async def _carded(
+    session: AsyncSession, proposal_ids: list[int], since: datetime
+) -> set[tuple[int, int]]:
+    """(proposal, admin) pairs with a card that still has buttons and a working
+    comparison link (sent since `since`); an older card is sent again."""
     pairs: set[tuple[int, int]] = set()
     for start in range(0, len(proposal_ids), 500):
         rows = await session.execute(
             select(Card.object_id, Card.member_id)
-            .where(Card.kind == KIND, Card.state == "open",
+            .where(Card.kind == KIND, Card.state == "open", Card.created_at > since,
                    Card.object_id.in_(proposal_ids[start:start + 500])))
         pairs.update((int(p), int(m)) for p, m in rows.all())
     return pairs
@@ -358,7 +364,8 @@ async def _send_review(
     admins = list((await session.scalars(
         select(Member).where(Member.role == "admin", Member.status != "left")
         .order_by(Member.id))).all())
-    carded = await _carded(session, [p.id for p in result.open])
+    carded = await _carded(session, [p.id for p in result.open],
+                           rt.now() - LIFETIMES[PURPOSE])
     todo = {a.id: [p for p in result.open if (p.id, a.id) not in carded] for a in admins}
     to_card = {p.id: p for lists in todo.values() for p in lists[:CARDS_PER_SCAN]}
     records = await load_records(
@@ -369,6 +376,9 @@ async def _send_review(
         prefer = channel if admin.id == requester_id else None
         mine = todo[admin.id]
         for proposal in mine[:CARDS_PER_SCAN]:
+            for old in await open_cards(session, KIND, proposal.id, admin.id):
+                await update_card(session, rt, old, CardModel.from_json(old.body).closed(
+                    T_RESENT_STATUS))
             link = await comparison_link(session, rt, admin, proposal.id)
             card = proposal_card(proposal, in_order(proposal, records), names, link, rt)
             await enqueue(session, rt, admin, card, channel=prefer)
@@ -478,6 +488,8 @@ async def _stale_text(ctx: Context, proposal: MergeProposal) -> str:
         what = T_STALE_UNDONE.format(merge=merge.id)
     elif proposal.state == "notdup":
         what = T_STALE_NOTDUP.format(name=name, at=at)
+    elif proposal.state == "proposed":  # open, but this copy of its card was replaced
+        what = T_STALE_RESENT
     else:
         what = T_STALE_SUPERSEDED
     return T_STALE.format(what=what)

@@ -333,13 +333,13 @@ async def record_scan(
     records = await load_records(session, [i for g in kept for i in g.customer_ids])
     found = set()
     for group in kept:
-        key = signature(group.customer_ids)
+        members = [records[i] for i in group.customer_ids if i in records]
+        if len(members) < 2:
+            continue  # deleted since the matcher read it
+        key = signature(r.id for r in members)
         found.add(key)
         proposal = open_now.get(key)
         if proposal is None:
-            members = [records[i] for i in group.customer_ids if i in records]
-            if len(members) < 2:
-                continue
             survivor = choose_survivor(members)
             proposal = MergeProposal(
                 scan_id=scan.id, member_ids=sorted(r.id for r in members), signature=key,

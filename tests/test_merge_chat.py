@@ -529,3 +529,18 @@ async def test_an_owner_whose_team_has_no_channel_hears_of_it_one_to_one(
     [direct] = fake.sent_to("zhaoqiang", "markdown")
     assert direct["markdown"]["content"] == "**客户合并通知**"
     assert fake.sent_to("wangfang") == []
+
+
+async def test_a_card_whose_link_expired_is_sent_again_by_the_next_scan(chat):
+    await _many_groups(chat, 1)
+    [old] = [m for m in await scan_on_console(chat) if m.card is not None]
+    chat.rt.clock.advance(hours=73)  # the comparison link has expired
+    sent = await scan_on_console(chat)
+    [new] = [m for m in sent if m.card is not None]
+    assert new.card_id != old.card_id and new.card.object_id == old.card.object_id
+    assert (await chat.card(old.card_id)).status == "已重新发送，请在新卡片上处理"
+    [stale] = await chat.click("管理员甲", old.button("合并"), old.card_id)
+    assert stale.text == ("这张卡片已经失效：这条建议已重新发送，请在最新的卡片上处理。"
+                          "您的点击没有改变任何内容。")
+    [done] = await chat.click("管理员甲", new.button("合并"), new.card_id)
+    assert done.text.startswith("已合并（合并 #1）")

@@ -4,6 +4,7 @@ duplicate rate, and the monthly job that runs once on its day."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -243,3 +244,169 @@ async def test_a_failed_monthly_review_is_tried_again_the_next_day(app_client, m
     rt.clock.now = datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
     assert (await monthly_review(rt)) is not None
     assert await _scans(rt) == [("monthly", None, "failed"), ("monthly", "2026-12", "done")]
+
+
+# ---- the database work on SQLite and PostgreSQL ---------------------------------------------
+
+
+async def _runtime(db_url):
+    from bot.app import build_runtime
+    from config.settings import load_settings
+    from storage.db import upgrade_async
+    from tests.harness import WORKDAY_MORNING, FrozenClock
+
+    await upgrade_async(db_url)
+    rt = build_runtime(load_settings(database={"url": db_url}))
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    return rt
+
+
+async def _state(rt) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    from storage.models import FollowUp, Lead
+
+    async with rt.sessions() as session:
+        customers = (await session.execute(
+            select(Customer.id, Customer.email, Customer.owner_id, Customer.status,
+                   Customer.merged_into_id).order_by(Customer.id))).all()
+        leads = (await session.execute(select(Lead.id, Lead.customer_id).order_by(Lead.id)))
+        notes = await session.execute(
+            select(FollowUp.id, FollowUp.customer_id).order_by(FollowUp.id))
+        return [tuple(r) for r in customers], [tuple(r) for r in leads.all()], [
+            tuple(r) for r in notes.all()]
+
+
+async def _seed_history(rt) -> None:
+    from storage.models import FollowUp, Lead
+
+    await _seed(rt)
+    async with rt.sessions() as session, session.begin():
+        lead = Lead(company="示例科技（深圳）有限公司", contact="张伟", phone="13800001234",
+                    customer_id=2, status="converted")
+        session.add(lead)
+        await session.flush()
+        session.add_all([
+            FollowUp(lead_id=lead.id, member_id=2, content="报价"),
+            FollowUp(customer_id=2, member_id=2, kind="interaction", content="回访"),
+            FollowUp(customer_id=2, member_id=2, kind="interaction", content="投诉"),
+        ])
+        (await session.get(Customer, 2)).email = "zhangwei@example.com"
+
+
+async def test_a_merge_and_its_undo_on_each_database(db_url):
+    from handlers.merge_chat import run_review
+    from handlers.merging import merge_proposal, undo_merge
+    from storage.models import Member
+
+    rt = await _runtime(db_url)
+    try:
+        await _seed_history(rt)
+        before = await _state(rt)
+        [proposal] = (await run_review(rt, await _claim(rt))).open
+        assert (proposal.member_ids, proposal.survivor_id) == ([1, 2], 2)  # #2 has history
+        async with rt.sessions() as session, session.begin():
+            admin = await session.get(Member, 1)
+            proposal = await session.get(MergeProposal, proposal.id)
+            merge = await merge_proposal(session, proposal, admin, rt.now(),
+                                         lock=not rt.is_sqlite)
+        assert merge.moved == {"leads": [], "follow_ups": []}  # everything was on #2 already
+        assert merge.survivor_before == {"owner_id": None}  # #1's owner 王芳 fills it
+        customers, leads, notes = await _state(rt)
+        assert customers[:2] == [(1, None, 2, "merged", 2),
+                                 (2, "zhangwei@example.com", 2, "active", None)]
+        async with rt.sessions() as session, session.begin():
+            admin = await session.get(Member, 1)
+            merge = await session.get(type(merge), merge.id)
+            assert await undo_merge(session, merge, admin, rt.now(),
+                                    lock=not rt.is_sqlite) == []
+        assert await _state(rt) == before
+    finally:
+        await rt.close()
+
+
+async def _claim(rt) -> int:
+    from handlers.merging import claim_scan
+
+    async with rt.sessions() as session, session.begin():
+        scan = await claim_scan(session, rt.now(), trigger="command")
+        return scan.id
+
+
+@pytest.mark.postgres
+async def test_two_admins_tapping_merge_at_once_merge_once(pg_url):
+    from handlers.merge_chat import run_review
+    from handlers.merging import MergeRefused, merge_proposal
+    from storage.models import Member, Merge
+
+    rt = await _runtime(pg_url)
+    try:
+        await _seed_history(rt)
+        [proposal] = (await run_review(rt, await _claim(rt))).open
+        both_read = asyncio.Barrier(2)
+
+        async def tap() -> str:
+            async with rt.sessions() as session, session.begin():
+                admin = await session.get(Member, 1)
+                mine = await session.get(MergeProposal, proposal.id)
+                assert mine.state == "proposed"
+                await both_read.wait()  # both have seen the proposal open
+                try:
+                    await merge_proposal(session, mine, admin, rt.now(), lock=True)
+                except MergeRefused as refused:
+                    return refused.reason
+                await asyncio.sleep(0.2)  # hold the locks a moment: the other one waits
+                return "merged"
+
+        outcomes = sorted(await asyncio.gather(tap(), tap()))
+        assert outcomes == ["changed", "merged"]
+        async with rt.sessions() as session:
+            assert len((await session.scalars(select(Merge))).all()) == 1
+    finally:
+        await rt.close()
+
+
+async def test_the_scans_reading_session_holds_up_no_write_and_writes_nothing(sqlite_url):
+    from sqlalchemy import text
+
+    rt = await _runtime(sqlite_url)
+    try:
+        await _seed(rt)
+        async with rt.sessions.reading() as reader:
+            assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
+            # Inside the read, another task writes at once and commits.
+            async with asyncio.timeout(2):
+                async with rt.sessions() as session, session.begin():
+                    session.add(Customer(company="新客户", contact="王五"))
+            # The reader keeps its snapshot, and may not write.
+            assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
+            with pytest.raises(Exception, match="readonly"):
+                await reader.execute(text("DELETE FROM customers"))
+        async with rt.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Customer)) == 4
+    finally:
+        await rt.close()
+
+
+async def test_a_lead_matching_a_merged_away_record_is_linked_to_the_survivor(sqlite_url):
+    from handlers.customers import convert_lead
+    from handlers.merge_chat import run_review
+    from handlers.merging import merge_proposal
+    from storage.models import Lead, Member
+
+    rt = await _runtime(sqlite_url)
+    try:
+        await _seed_history(rt)
+        [proposal] = (await run_review(rt, await _claim(rt))).open
+        async with rt.sessions() as session, session.begin():
+            admin, rep = await session.get(Member, 1), await session.get(Member, 2)
+            await merge_proposal(session, await session.get(MergeProposal, proposal.id),
+                                 admin, rt.now())
+            # The same people again, under #1's company name (merged away into #2).
+            lead = Lead(company="深圳示例科技有限公司", contact="张伟", phone="13800001234",
+                        status="contacted", assignee_id=rep.id)
+            session.add(lead)
+            await session.flush()
+            customer, created = await convert_lead(session, lead, rt.now(), owner=rep,
+                                                   actor=admin)
+        assert (customer.id, created, lead.customer_id) == (2, False, 2)
+    finally:
+        await rt.close()
