@@ -133,7 +133,9 @@ def _table(rt: Runtime, proposal: MergeProposal, records: list[Record],
               for r in records]
     head = "".join(f"<th>{html.escape(t)}</th>" for t in [T_FIELD, *titles, T_AFTER])
     lines = [f"<tr>{head}</tr>"]
-    for row in merging.compare(records, proposal.values or {}):
+    keep = merging.values_to_keep(proposal.values or {},
+                                  merging.surviving_values(records, proposal.survivor_id))
+    for row in merging.compare(records, keep):
         label = html.escape(merge_chat.FIELD_LABELS[row.name])
         if row.differs:
             label = f'<span class="mark">{T_DIFFERS}</span> {label}'

@@ -128,6 +128,13 @@ def surviving_values(records: Sequence[Record], survivor_id: int) -> dict[str, A
     return values
 
 
+def values_to_keep(proposed: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """What each field keeps at the merge: the value the proposal showed, and where it
+    showed none, a value a record has gained since (surviving_values of the records now)."""
+    return {name: proposed.get(name) if not is_empty(proposed.get(name)) else live.get(name)
+            for name in FIELDS}
+
+
 def _same(values: Iterable[Any]) -> bool:
     seen = {v.strip() if isinstance(v, str) else v for v in values}
     seen = {None if is_empty(v) else v for v in seen}
@@ -436,9 +443,12 @@ async def merge_proposal(
     others = [customers[i] for i in ids if i != survivor.id]
 
     merged_before = {str(c.id): snapshot(c) for c in others}
+    records = await load_records(session, ids)
+    keep = values_to_keep(proposal.values or {},
+                          surviving_values(list(records.values()), survivor.id))
     before, after = {}, {}
     for name in FIELDS:
-        value = (proposal.values or {}).get(name)
+        value = keep.get(name)
         if is_empty(getattr(survivor, name)) and not is_empty(value):
             before[name], after[name] = getattr(survivor, name), value
             setattr(survivor, name, value)

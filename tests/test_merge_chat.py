@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,17 @@ IDS = {row["name"]: row["id"] for row in ROSTER}
 SHOWN_PHONE = "138****1234"
 
 
+async def with_teams(platform: Any, fakes: Any, aiohttp_client: Any, db_url: str,
+                     teams: Callable[[], dict[str, dict[str, str]]], **settings: Any) -> Chat:
+    """The bot on the platform's fake, with a channel per team (known once the fake has
+    its address) and a public URL."""
+    await platform.fake.start()
+    platform.bot = await fakes.start_bot(aiohttp_client, db_url, platform.fake,
+                                         teams=teams(), http={"public_url": PUBLIC},
+                                         **settings)
+    return Chat(platform.bot.app[RUNTIME])
+
+
 class WeComTeams(WeCom):
     """The WeCom fake with a group robot per team; the comparison links parsed from cards."""
 
@@ -53,15 +65,12 @@ class WeComTeams(WeCom):
 
     def __init__(self) -> None:
         super().__init__(IDS)
+        self.fake.webhook_keys = set(self.hooks.values())
 
     async def start(self, aiohttp_client: Any, db_url: str) -> Chat:
-        self.fake.webhook_keys = set(self.hooks.values())
-        await self.fake.start()
-        teams = {team: {"wecom_webhook": self.fake.webhook_url(key)}
-                 for team, key in self.hooks.items()}
-        self.bot = await wecom.start_bot(aiohttp_client, db_url, self.fake, teams=teams,
-                                         http={"public_url": PUBLIC})
-        return Chat(self.bot.app[RUNTIME])
+        return await with_teams(self, wecom, aiohttp_client, db_url, lambda: {
+            team: {"wecom_webhook": self.fake.webhook_url(key)}
+            for team, key in self.hooks.items()})
 
     def notices(self, team: str) -> list[tuple[str, list[str]]]:
         """(text, the user ids it @-mentions) of each message in the team's group."""
@@ -85,16 +94,13 @@ class DingTalkTeams(DingTalk):
 
     def __init__(self) -> None:
         super().__init__(IDS)
+        self.fake.groups = set(self.groups.values())
 
     async def start(self, aiohttp_client: Any, db_url: str) -> Chat:
-        self.fake.groups = set(self.groups.values())
-        await self.fake.start()
-        teams = {team: {"dingtalk_open_conversation_id": group}
-                 for team, group in self.groups.items()}
-        self.bot = await dingtalk.start_bot(
-            aiohttp_client, db_url, self.fake, teams=teams, http={"public_url": PUBLIC},
+        return await with_teams(self, dingtalk, aiohttp_client, db_url, lambda: {
+            team: {"dingtalk_open_conversation_id": group}
+            for team, group in self.groups.items()},
             dingtalk={"card_template_id": dingtalk.TEMPLATE_ID})
-        return Chat(self.bot.app[RUNTIME])
 
     def notices(self, team: str) -> list[tuple[str, list[str]]]:
         space = f"IM_GROUP.{self.groups[team]}"
@@ -544,3 +550,51 @@ async def test_a_card_whose_link_expired_is_sent_again_by_the_next_scan(chat):
                           "您的点击没有改变任何内容。")
     [done] = await chat.click("管理员甲", new.button("合并"), new.card_id)
     assert done.text.startswith("已合并（合并 #1）")
+
+
+# ---- records that changed in between ---------------------------------------------------------
+
+
+async def test_a_tap_after_a_record_was_merged_elsewhere_voids_the_proposal(chat):
+    await _many_groups(chat, 1)
+    [card] = [m for m in await scan_on_console(chat) if m.card is not None]
+    async with chat.rt.sessions() as session, session.begin():
+        (await session.get(Customer, 2)).status = "merged"
+    [reply] = await chat.click("管理员甲", card.button("合并"), card.card_id)
+    assert reply.text == ("合并建议 #1 里的记录已有变化（有记录已被合并），这条建议已失效，"
+                          "下次扫描会重新比对。")
+    assert (await chat.card(card.card_id)).status == "记录已变化，这条建议已失效"
+    async with chat.rt.sessions() as session:
+        assert (await session.get(MergeProposal, 1)).state == "superseded"
+        assert (await session.scalars(select(Merge))).all() == []
+
+
+async def test_an_undo_waits_for_a_later_merge_and_keeps_a_field_changed_since(chat):
+    await _many_groups(chat, 1)  # #1 and #2; #2 is the newer record of 王芳's
+    [card] = [m for m in await scan_on_console(chat) if m.card is not None]
+    async with chat.rt.sessions() as session, session.begin():
+        (await session.get(Customer, 2)).email = "zhangwei@example.com"
+    await chat.click("管理员甲", card.button("合并"), card.card_id)
+    async with chat.rt.sessions() as session, session.begin():
+        survivor = await session.get(Customer, 1)
+        assert survivor.email == "zhangwei@example.com"  # filled from #2
+        survivor.email = "zhang.wei@example.com"  # and corrected by hand since
+        session.add(Customer(company="深圳示例00科技有限公司", contact="张伟",
+                             phone="13800000000", owner_id=survivor.owner_id))
+    [later] = [m for m in await scan_on_console(chat) if m.card is not None]
+    await chat.click("管理员甲", later.button("合并"), later.card_id)  # merge #2: #3 into #1
+
+    [refused] = await chat.say("管理员甲", "/撤销合并 1")
+    assert refused.text == "合并 #1 之后，其中的客户又参与了合并 #2，请先撤销合并 #2。"
+    [first] = await chat.say("管理员甲", "/撤销合并 2")
+    assert first.text.startswith("已撤销合并 #2：客户 #3 已恢复")
+    [second] = await chat.say("管理员甲", "/撤销合并 1")
+    assert second.text == ("已撤销合并 #1：客户 #2 已恢复，移回线索 0 条、跟进 0 条，"
+                           "已通知相关销售。\n客户 #1 的邮箱在合并后又被修改过，保留了现在的值。")
+    async with chat.rt.sessions() as session:
+        customers = (await session.scalars(select(Customer).order_by(Customer.id))).all()
+    assert [(c.id, c.status, c.merged_into_id, c.email) for c in customers] == [
+        (1, "active", None, "zhang.wei@example.com"),
+        (2, "active", None, "zhangwei@example.com"),
+        (3, "active", None, None),
+    ]

@@ -5,19 +5,27 @@ duplicate rate, and the monthly job that runs once on its day."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from bot.app import RUNTIME
-from handlers.merge_chat import monthly_review
+from bot.app import RUNTIME, build_runtime
+from bot.runtime import Runtime
+from config.settings import load_settings
+from handlers.customers import convert_lead
+from handlers.merge_chat import monthly_review, run_review
 from handlers.merging import (
+    MergeRefused,
     Record,
     choose_survivor,
+    claim_scan,
     compare,
     counted,
+    merge_proposal,
     percent,
     remembered,
     review_day,
@@ -25,10 +33,22 @@ from handlers.merging import (
     signature,
     surviving_values,
     survivor_basis,
+    undo_merge,
+    values_to_keep,
 )
 from scheduler.calendar import CalendarExtra
-from scheduler.jobs import JobRunner
-from storage.models import Card, Customer, MergeProposal, MergeScan
+from storage.db import upgrade_async
+from storage.models import (
+    Card,
+    Customer,
+    FollowUp,
+    Lead,
+    Member,
+    Merge,
+    MergeProposal,
+    MergeScan,
+)
+from tests.harness import WORKDAY_MORNING, Chat, FrozenClock
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
@@ -125,6 +145,15 @@ def test_the_survivor_keeps_its_values_and_fills_its_empty_fields_from_the_next_
                       "industry": "industrial", "owner_id": 4}
 
 
+def test_at_the_merge_the_proposed_values_stand_and_fill_only_what_they_left_empty():
+    proposed = {"company": "深圳示例科技有限公司", "email": None, "industry": ""}
+    live = {"company": "示例科技（深圳）有限公司", "email": "zhangwei@example.com",
+            "industry": "medical", "owner_id": 4}
+    assert values_to_keep(proposed, live) == {
+        "company": "深圳示例科技有限公司", "contact": None, "phone": None,
+        "email": "zhangwei@example.com", "industry": "medical", "owner_id": 4}
+
+
 def test_the_comparison_marks_every_field_whose_values_differ():
     records = [_record(1, owner_id=4),
                _record(2, company="示例科技（深圳）有限公司", email="zhangwei@example.com",
@@ -161,27 +190,7 @@ def test_the_rate_counts_what_is_left_of_each_group():
 # ---- the monthly job ------------------------------------------------------------------------
 
 
-async def test_the_review_job_runs_daily_at_ten_beijing_time_and_once_at_start(settings):
-    from bot.runtime import Runtime
-
-    rt = Runtime(settings)
-    runner = JobRunner(rt, paused=True)
-    try:
-        await runner.step()
-        job = runner.scheduler.get_job("merge-review")
-        assert (job.misfire_grace_time, job.coalesce, job.max_instances) == (6 * 3600, True, 1)
-        assert job.next_run_time <= datetime.now(SHANGHAI)  # the check at start
-        friday_evening = datetime(2026, 12, 4, 18, 0, tzinfo=SHANGHAI)
-        assert job.trigger.get_next_fire_time(None, friday_evening) == datetime(
-            2026, 12, 5, 10, 0, tzinfo=SHANGHAI)
-    finally:
-        await runner.stop()
-        await rt.close()
-
-
 async def _seed(rt) -> None:
-    from tests.harness import Chat
-
     chat = Chat(rt)
     people = await chat.add_members({"name": "管理员甲", "role": "admin"},
                                     {"name": "王芳", "role": "rep"})
@@ -249,98 +258,74 @@ async def test_a_failed_monthly_review_is_tried_again_the_next_day(app_client, m
 # ---- the database work on SQLite and PostgreSQL ---------------------------------------------
 
 
-async def _runtime(db_url):
-    from bot.app import build_runtime
-    from config.settings import load_settings
-    from storage.db import upgrade_async
-    from tests.harness import WORKDAY_MORNING, FrozenClock
-
+@asynccontextmanager
+async def runtime(db_url: str) -> AsyncIterator[Runtime]:
+    """A runtime on `db_url` (no app, no workers) with the three customers of _seed."""
     await upgrade_async(db_url)
     rt = build_runtime(load_settings(database={"url": db_url}))
     rt.clock = FrozenClock(WORKDAY_MORNING)
-    return rt
-
-
-async def _state(rt) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    from storage.models import FollowUp, Lead
-
-    async with rt.sessions() as session:
-        customers = (await session.execute(
-            select(Customer.id, Customer.email, Customer.owner_id, Customer.status,
-                   Customer.merged_into_id).order_by(Customer.id))).all()
-        leads = (await session.execute(select(Lead.id, Lead.customer_id).order_by(Lead.id)))
-        notes = await session.execute(
-            select(FollowUp.id, FollowUp.customer_id).order_by(FollowUp.id))
-        return [tuple(r) for r in customers], [tuple(r) for r in leads.all()], [
-            tuple(r) for r in notes.all()]
-
-
-async def _seed_history(rt) -> None:
-    from storage.models import FollowUp, Lead
-
-    await _seed(rt)
-    async with rt.sessions() as session, session.begin():
-        lead = Lead(company="示例科技（深圳）有限公司", contact="张伟", phone="13800001234",
-                    customer_id=2, status="converted")
-        session.add(lead)
-        await session.flush()
-        session.add_all([
-            FollowUp(lead_id=lead.id, member_id=2, content="报价"),
-            FollowUp(customer_id=2, member_id=2, kind="interaction", content="回访"),
-            FollowUp(customer_id=2, member_id=2, kind="interaction", content="投诉"),
-        ])
-        (await session.get(Customer, 2)).email = "zhangwei@example.com"
-
-
-async def test_a_merge_and_its_undo_on_each_database(db_url):
-    from handlers.merge_chat import run_review
-    from handlers.merging import merge_proposal, undo_merge
-    from storage.models import Member
-
-    rt = await _runtime(db_url)
     try:
-        await _seed_history(rt)
-        before = await _state(rt)
-        [proposal] = (await run_review(rt, await _claim(rt))).open
-        assert (proposal.member_ids, proposal.survivor_id) == ([1, 2], 2)  # #2 has history
-        async with rt.sessions() as session, session.begin():
-            admin = await session.get(Member, 1)
-            proposal = await session.get(MergeProposal, proposal.id)
-            merge = await merge_proposal(session, proposal, admin, rt.now(),
-                                         lock=not rt.is_sqlite)
-        assert merge.moved == {"leads": [], "follow_ups": []}  # everything was on #2 already
-        assert merge.survivor_before == {"owner_id": None}  # #1's owner 王芳 fills it
-        customers, leads, notes = await _state(rt)
-        assert customers[:2] == [(1, None, 2, "merged", 2),
-                                 (2, "zhangwei@example.com", 2, "active", None)]
-        async with rt.sessions() as session, session.begin():
-            admin = await session.get(Member, 1)
-            merge = await session.get(type(merge), merge.id)
-            assert await undo_merge(session, merge, admin, rt.now(),
-                                    lock=not rt.is_sqlite) == []
-        assert await _state(rt) == before
+        await _seed(rt)
+        yield rt
     finally:
         await rt.close()
 
 
-async def _claim(rt) -> int:
-    from handlers.merging import claim_scan
+@asynccontextmanager
+async def reviewed(db_url: str) -> AsyncIterator[tuple[Runtime, MergeProposal]]:
+    """#2 with a lead, a follow-up on it and two interactions, and #1 proposed into it."""
+    async with runtime(db_url) as rt:
+        async with rt.sessions() as session, session.begin():
+            lead = Lead(company="示例科技（深圳）有限公司", contact="张伟", phone="13800001234",
+                        customer_id=2, status="converted")
+            session.add(lead)
+            await session.flush()
+            session.add_all([
+                FollowUp(lead_id=lead.id, member_id=2, content="报价"),
+                FollowUp(customer_id=2, member_id=2, kind="interaction", content="回访"),
+                FollowUp(customer_id=2, member_id=2, kind="interaction", content="投诉"),
+            ])
+            (await session.get(Customer, 2)).email = "zhangwei@example.com"
+            scan = await claim_scan(session, rt.now(), trigger="command")
+        [proposal] = (await run_review(rt, scan.id)).open
+        yield rt, proposal
 
-    async with rt.sessions() as session, session.begin():
-        scan = await claim_scan(session, rt.now(), trigger="command")
-        return scan.id
+
+async def _state(rt: Runtime) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    async with rt.sessions() as session:
+        customers = await session.execute(
+            select(Customer.id, Customer.email, Customer.owner_id, Customer.status,
+                   Customer.merged_into_id).order_by(Customer.id))
+        leads = await session.execute(select(Lead.id, Lead.customer_id).order_by(Lead.id))
+        notes = await session.execute(
+            select(FollowUp.id, FollowUp.customer_id).order_by(FollowUp.id))
+        return ([tuple(r) for r in customers.all()], [tuple(r) for r in leads.all()],
+                [tuple(r) for r in notes.all()])
+
+
+async def test_a_merge_and_its_undo_on_each_database(db_url):
+    async with reviewed(db_url) as (rt, proposal):
+        assert (proposal.member_ids, proposal.survivor_id) == ([1, 2], 2)  # #2 has history
+        before = await _state(rt)
+        async with rt.sessions() as session, session.begin():
+            admin = await session.get(Member, 1)
+            merge = await merge_proposal(session, await session.get(MergeProposal, proposal.id),
+                                         admin, rt.now(), lock=not rt.is_sqlite)
+        assert merge.moved == {"leads": [], "follow_ups": []}  # everything was on #2 already
+        assert merge.survivor_before == {"owner_id": None}  # #1's owner 王芳 fills it
+        customers, _, _ = await _state(rt)
+        assert customers[:2] == [(1, None, 2, "merged", 2),
+                                 (2, "zhangwei@example.com", 2, "active", None)]
+        async with rt.sessions() as session, session.begin():
+            kept = await undo_merge(session, await session.get(Merge, merge.id),
+                                    await session.get(Member, 1), rt.now(),
+                                    lock=not rt.is_sqlite)
+        assert kept == [] and await _state(rt) == before
 
 
 @pytest.mark.postgres
 async def test_two_admins_tapping_merge_at_once_merge_once(pg_url):
-    from handlers.merge_chat import run_review
-    from handlers.merging import MergeRefused, merge_proposal
-    from storage.models import Member, Merge
-
-    rt = await _runtime(pg_url)
-    try:
-        await _seed_history(rt)
-        [proposal] = (await run_review(rt, await _claim(rt))).open
+    async with reviewed(pg_url) as (rt, proposal):
         both_read = asyncio.Barrier(2)
 
         async def tap() -> str:
@@ -356,46 +341,27 @@ async def test_two_admins_tapping_merge_at_once_merge_once(pg_url):
                 await asyncio.sleep(0.2)  # hold the locks a moment: the other one waits
                 return "merged"
 
-        outcomes = sorted(await asyncio.gather(tap(), tap()))
-        assert outcomes == ["changed", "merged"]
+        assert sorted(await asyncio.gather(tap(), tap())) == ["changed", "merged"]
         async with rt.sessions() as session:
             assert len((await session.scalars(select(Merge))).all()) == 1
-    finally:
-        await rt.close()
 
 
 async def test_the_scans_reading_session_holds_up_no_write_and_writes_nothing(sqlite_url):
-    from sqlalchemy import text
-
-    rt = await _runtime(sqlite_url)
-    try:
-        await _seed(rt)
-        async with rt.sessions.reading() as reader:
-            assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
-            # Inside the read, another task writes at once and commits.
-            async with asyncio.timeout(2):
-                async with rt.sessions() as session, session.begin():
-                    session.add(Customer(company="新客户", contact="王五"))
-            # The reader keeps its snapshot, and may not write.
-            assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
-            with pytest.raises(Exception, match="readonly"):
-                await reader.execute(text("DELETE FROM customers"))
+    async with runtime(sqlite_url) as rt, rt.sessions.reading() as reader:
+        assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
+        # Inside the read, another task writes at once and commits.
+        async with asyncio.timeout(2), rt.sessions() as session, session.begin():
+            session.add(Customer(company="新客户", contact="王五"))
+        # The reader keeps its snapshot, and may not write.
+        assert await reader.scalar(select(func.count()).select_from(Customer)) == 3
+        with pytest.raises(Exception, match="readonly"):
+            await reader.execute(text("DELETE FROM customers"))
         async with rt.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(Customer)) == 4
-    finally:
-        await rt.close()
 
 
 async def test_a_lead_matching_a_merged_away_record_is_linked_to_the_survivor(sqlite_url):
-    from handlers.customers import convert_lead
-    from handlers.merge_chat import run_review
-    from handlers.merging import merge_proposal
-    from storage.models import Lead, Member
-
-    rt = await _runtime(sqlite_url)
-    try:
-        await _seed_history(rt)
-        [proposal] = (await run_review(rt, await _claim(rt))).open
+    async with reviewed(sqlite_url) as (rt, proposal):
         async with rt.sessions() as session, session.begin():
             admin, rep = await session.get(Member, 1), await session.get(Member, 2)
             await merge_proposal(session, await session.get(MergeProposal, proposal.id),
@@ -408,5 +374,3 @@ async def test_a_lead_matching_a_merged_away_record_is_linked_to_the_survivor(sq
             customer, created = await convert_lead(session, lead, rt.now(), owner=rep,
                                                    actor=admin)
         assert (customer.id, created, lead.customer_id) == (2, False, 2)
-    finally:
-        await rt.close()

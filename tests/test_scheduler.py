@@ -189,6 +189,14 @@ async def test_the_sweep_job_settings_are_what_we_claim(settings):
         wednesday = datetime(2026, 12, 2, 10, 0, tzinfo=SHANGHAI)
         assert analysis.trigger.get_next_fire_time(None, wednesday) == datetime(
             2026, 12, 7, 12, 0, tzinfo=SHANGHAI)  # Monday noon
+        # The merge review checks daily at 10:00 whether its day has come, and at start.
+        review = runner.scheduler.get_job("merge-review")
+        assert (review.misfire_grace_time, review.coalesce, review.max_instances) == (
+            6 * 3600, True, 1)
+        assert review.next_run_time <= datetime.now(SHANGHAI)
+        friday_evening = datetime(2026, 12, 4, 18, 0, tzinfo=SHANGHAI)
+        assert review.trigger.get_next_fire_time(None, friday_evening) == datetime(
+            2026, 12, 5, 10, 0, tzinfo=SHANGHAI)
     finally:
         await runner.stop()
         await rt.close()
