@@ -34,6 +34,7 @@ from handlers.merging import (
     load_records,
     merge_proposal,
     percent,
+    read_scan,
     record_scan,
     remember_not_duplicate,
     review_period,
@@ -304,8 +305,7 @@ async def run_review(
         # A read-only snapshot: on SQLite the bot goes on recording callbacks meanwhile.
         async with rt.sessions.reading() as session:
             try:
-                groups = await scan_groups(session, progress=progress)
-                active = await active_count(session)
+                found = await read_scan(session, await scan_groups(session, progress=progress))
             finally:
                 progress.finished.set()
     except Exception:
@@ -318,12 +318,12 @@ async def run_review(
     async with rt.sessions() as session, session.begin():
         scan = await session.get(MergeScan, scan_id)
         assert scan is not None
-        result = await record_scan(session, scan, groups, active, rt.now())
+        result = await record_scan(session, scan, found, rt.now())
         for proposal in result.superseded:
             await _close_cards(session, rt, proposal, T_SUPERSEDED_STATUS)
         await _send_review(session, rt, result, requester_id, channel)
     rt.outbox.wake()
-    log.info("merge scan %s: %d active, %d groups, %d new proposals", scan_id, active,
+    log.info("merge scan %s: %d active, %d groups, %d new proposals", scan_id, found.active,
              len(result.open), result.new)
     return result
 

@@ -324,20 +324,35 @@ def _priority(proposal: MergeProposal) -> tuple[int, int, int]:
     return (-proposal.score, -len(proposal.member_ids), proposal.id)
 
 
+@dataclass(slots=True)
+class Found:
+    """What a scan read, in its read-only session: the groups and their records."""
+
+    groups: list[Group]
+    records: dict[int, Record]
+    active: int
+
+
+async def read_scan(session: AsyncSession, groups: Sequence[Group]) -> Found:
+    """The groups' records and the active count, read before anything is written so
+    the write that follows is short."""
+    ids = [i for g in groups for i in g.customer_ids]
+    return Found(list(groups), await load_records(session, ids), await active_count(session))
+
+
 async def record_scan(
-    session: AsyncSession, scan: MergeScan, groups: Sequence[Group], active: int,
-    now: datetime,
+    session: AsyncSession, scan: MergeScan, found_: Found, now: datetime
 ) -> ScanResult:
     """Store what a scan found: a proposal per group not remembered as not duplicates
     (one already open for the same group stays as it is), open proposals whose group was
     not found again superseded, and the scan's figures."""
+    groups, records = found_.groups, found_.records
     known = await not_duplicate_sets(session)
     kept = [g for g in groups if len(g.customer_ids) >= 2
             and not remembered(g.customer_ids, known)]
     result = ScanResult(scan, remembered=len(groups) - len(kept))
     open_now = {p.signature: p for p in (await session.scalars(
         select(MergeProposal).where(MergeProposal.state == "proposed"))).all()}
-    records = await load_records(session, [i for g in kept for i in g.customer_ids])
     found = set()
     for group in kept:
         members = [records[i] for i in group.customer_ids if i in records]
@@ -361,7 +376,7 @@ async def record_scan(
             result.superseded.append(proposal)
     await session.flush()
     result.open.sort(key=_priority)
-    scan.active = active
+    scan.active = found_.active
     scan.grouped = sum(len(p.member_ids) for p in result.open)
     scan.remembered = result.remembered
     scan.groups = [list(p.member_ids) for p in result.open]

@@ -444,11 +444,17 @@ async def test_a_long_scan_tells_the_admin_how_far_it_is_and_a_second_one_waits(
 
     monkeypatch.setattr(merge_chat, "scan_groups", slow)
     monkeypatch.setattr(merge_chat, "PROGRESS_FIRST_SECONDS", 0.05)
-    [first] = await chat.say("管理员甲", "/合并扫描")
-    assert first.text == "开始合并扫描：共 2 位活跃客户。扫描完成后把合并建议发给管理员。"
-    await asyncio.sleep(0.3)  # the scan reads a snapshot: the bot writes meanwhile
-    [progress, busy] = await chat.say("管理员甲", "/合并扫描")
-    assert progress.text == "合并扫描进行中：已比对 1/2 位客户，完成后发送合并建议。"
+    first, *texts = [m.text for m in await chat.say("管理员甲", "/合并扫描")]
+    assert first == "开始合并扫描：共 2 位活跃客户。扫描完成后把合并建议发给管理员。"
+    # The scan reads a snapshot: the bot goes on writing meanwhile, the progress line too.
+    for _ in range(100):
+        if texts:
+            break
+        await asyncio.sleep(0.05)
+        await chat.settle()
+        texts += [m.text for m in await chat.inbox("管理员甲")]
+    assert texts == ["合并扫描进行中：已比对 1/2 位客户，完成后发送合并建议。"]
+    [busy] = await chat.say("管理员甲", "/合并扫描")
     assert busy.text == "合并扫描已在进行中（12-02 10:00 开始），完成后结果会发给管理员，请稍候。"
 
     release.set()
