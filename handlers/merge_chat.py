@@ -60,6 +60,8 @@ KIND = "merge"
 CARDS_PER_SCAN = 15
 REST_LISTED = 5  # proposals without a card named in the summary
 COMPANY_CHARS = 14
+# A WeCom group robot's markdown takes 4,096 bytes: a notice names this many records.
+NOTICE_RECORDS = 10
 PROGRESS_FIRST_SECONDS = 10.0  # a scan this long tells the admin who asked how far it is
 PROGRESS_EVERY_SECONDS = 30.0
 
@@ -123,6 +125,7 @@ T_NOTICE_HEAD = "**客户合并通知（合并 #{merge}）**"
 T_NOTICE_BODY = "{admin} 把 {n} 条重复的客户记录合并为客户 #{survivor}："
 T_NOTICE_LINE = "> #{id} {company} · {contact} · {phone}（{owner}）{mark}"
 T_NOTICE_KEPT = "← 保留"
+T_NOTICE_MORE = "> ……另有 {n} 条记录"
 T_NOTICE_MOVED = "这些记录的线索和跟进已移到客户 #{survivor} 名下，负责销售：{owner}。"
 T_NOTICE_UNDO = "如合并有误，管理员发送 /撤销合并 {merge} 即可恢复。"
 T_UNDO_NOTICE_HEAD = "**客户合并已撤销（合并 #{merge}）**"
@@ -589,13 +592,15 @@ async def _announce_merge(ctx: Context, merge: Merge, survivor: Customer) -> Non
     names = await member_names(ctx.session, [*owner_ids, survivor.owner_id])
     lines = [T_NOTICE_HEAD.format(merge=merge.id),
              T_NOTICE_BODY.format(admin=ctx.member.name, n=len(rows), survivor=survivor.id)]
-    for customer_id, values in rows:
+    for customer_id, values in rows[:NOTICE_RECORDS]:
         lines.append(T_NOTICE_LINE.format(
             id=customer_id, company=values.get("company") or T_NONE,
             contact=values.get("contact") or T_NONE,
             phone=mask_phone(values.get("phone")) or T_NONE,
             owner=names.get(values.get("owner_id") or 0, T_NO_OWNER),
             mark=T_NOTICE_KEPT if customer_id == survivor.id else ""))
+    if len(rows) > NOTICE_RECORDS:
+        lines.append(T_NOTICE_MORE.format(n=len(rows) - NOTICE_RECORDS))
     lines.append(T_NOTICE_MOVED.format(survivor=survivor.id,
                                        owner=names.get(survivor.owner_id or 0, T_NO_OWNER)))
     lines.append(T_NOTICE_UNDO.format(merge=merge.id))

@@ -604,3 +604,24 @@ async def test_an_undo_waits_for_a_later_merge_and_keeps_a_field_changed_since(c
         (2, "active", None, "zhangwei@example.com"),
         (3, "active", None, None),
     ]
+
+
+async def test_a_big_groups_notice_names_ten_records_and_counts_the_rest(chat):
+    from storage.models import Outgoing
+
+    people = await chat.add_members({"name": "管理员甲", "role": "admin"},
+                                    {"name": "王芳", "role": "rep", "team": "华南"})
+    async with chat.rt.sessions() as session, session.begin():
+        names = ("深圳示例科技有限公司", "示例科技（深圳）有限公司")
+        for n in range(12):
+            session.add(Customer(company=names[n % 2], contact="张伟", phone="13800001234",
+                                 owner_id=people["王芳"].id))
+    [card] = [m for m in await scan_on_console(chat) if m.card is not None]
+    assert card.card.title == "合并建议 #1：12 条记录"
+    await chat.click("管理员甲", card.button("合并"), card.card_id)
+    async with chat.rt.sessions() as session:
+        [notice] = (await session.scalars(
+            select(Outgoing).where(Outgoing.recipient == "group:华南"))).all()
+    text = notice.payload["text"]
+    assert text.count("\n> #") == 10 and "> ……另有 2 条记录" in text
+    assert notice.payload["mentions"] == ["王芳"]  # the console names people by name
