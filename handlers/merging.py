@@ -355,9 +355,10 @@ async def record_scan(
         select(MergeProposal).where(MergeProposal.state == "proposed"))).all()}
     found = set()
     for group in kept:
-        members = [records[i] for i in group.customer_ids if i in records]
+        members = [records[i] for i in group.customer_ids
+                   if i in records and records[i].status != "merged"]
         if len(members) < 2:
-            continue  # deleted since the matcher read it
+            continue  # merged or deleted since the matcher read it
         key = signature(r.id for r in members)
         found.add(key)
         proposal = open_now.get(key)

@@ -266,6 +266,21 @@ async def test_the_scan_sends_each_admin_the_proposal_with_a_signed_comparison(
     assert status == 403 and "链接已过期" in page
 
 
+async def test_the_monthly_review_cards_every_admin_on_its_day(
+    platform, aiohttp_client, sqlite_url
+):
+    chat = await started(platform, aiohttp_client, sqlite_url)
+    chat.rt.clock.now = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)  # Monday 10:00, the 5th a Sat
+    assert await merge_chat.monthly_review(chat.rt) is not None
+    await settle(chat)
+    for admin in ("管理员甲", "管理员乙"):
+        [card] = platform.cards(admin)
+        assert card.title == "合并建议 #1：3 条记录" and card.keys == ["merge:1", "notdup:1"]
+        assert platform.texts(admin)[-1].startswith(
+            "【每月合并复核】扫描完成（12-07 10:00）：5 位活跃客户中有 3 位疑似重复")
+    assert await merge_chat.monthly_review(chat.rt) is None  # once a month
+
+
 async def test_an_admin_merges_the_history_moves_and_each_team_is_told(
     platform, aiohttp_client, sqlite_url
 ):
