@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import audit
 from handlers.assignment import fair_allowance, rep_states, route_leads
 from handlers.intake import URGENCIES, canonical_tag
-from handlers.phones import PhoneError, parse_phone
+from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
     PLACEHOLDERS,
     CellError,
@@ -62,7 +62,7 @@ Progress = Callable[[int, int], Awaitable[None]]
 COLUMNS = (
     Column("company", ("公司名称", "客户名称", "企业名称")),
     Column("contact", ("联系人", "姓名")),
-    Column("phone", ("手机号", "手机", "电话", "联系电话")),
+    Column("phone", ("手机号", "手机", "电话", "联系电话"), overflow="landline"),
     Column("landline", ("座机", "固话")),
     Column("email", ("邮箱", "电子邮箱")),
     Column("industry", ("行业",)),
@@ -87,10 +87,15 @@ WRITE_CHUNK = 500
 # Leads routed per transaction after a publish (each offer writes three rows).
 ROUTE_CHUNK = 50
 DIGEST_IDS = 5
+# A checked import waits this long for 导入 or 取消; its problem rows are kept as long as
+# the link to them lives (bot.uploads: 72 hours), then deleted.
+CHECKED_KEEP = timedelta(hours=24)
+PROBLEMS_KEEP = timedelta(hours=72)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
                    r"(?:[ T]+(\d{1,2})[:：](\d{2})(?:[:：](\d{2}))?)?")
+_COMPACT_DATE = re.compile(r"((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _YEARS = (1990, 2100)
 
@@ -106,12 +111,14 @@ T_LOST_ZERO_ONLY = "疑似丢失区号前导0，且没有其他可用的电话�
 T_NOT_LANDLINE = "应为带区号的座机号，这是手机号"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
-T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03 或 Excel 日期）"
+T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
 T_DATE_RANGE = "日期超出范围（{low}–{high} 年）"
 T_UNKNOWN_DEFAULT = "--default 的字段“{field}”不存在（可用：{fields}）"
 T_BAD_DEFAULT = "--default {field}={value} 无效：{reason}"
 T_DEFAULT_FORM = "--default 应写作 字段=值，例如 --default 来源=展会"
 T_IGNORED_COLUMN = "未知的列，已忽略"
+T_REPEATED_COLUMN = "与前面的列重复，已忽略"
+T_LOST_ZERO_NOTE = "座机（疑似丢失区号前导0，待核对）：{digits}"
 T_NO_IMPORT = "找不到导入批次 #{id}"
 T_CANCELLED = "导入批次 #{id} 已取消，不能再导入"
 T_REASON = "原因"
@@ -122,7 +129,8 @@ T_DUP_CUSTOMER = "与已有客户 #{of} 重复"
 T_DUP_EXTERNAL = "外部编号已导入过（线索 #{of}）"
 T_OWNER_REASON = "导入（负责人）"
 T_IMPORTED = "导入"
-T_DIGEST = "导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受"
+T_DIGEST = ("导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受；"
+            "一个工作日内未接受的线索会转给其他同事")
 T_CLI_ROW = "第{row}行 {field}: {reason}"
 T_CLI_DUP = "第{row}行 重复: {reason}（未导入）"
 T_CLI_WARN = "第{row}行 {field}: {message}（提示）"
@@ -235,7 +243,7 @@ def _lost_zero(text: str) -> bool:
         return False
 
 
-def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> str | None:
+def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> Phone | None:
     if _blank(value):
         return None
     text = cell_text(int(value) if isinstance(value, float) and value.is_integer() else value)
@@ -245,12 +253,9 @@ def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> str 
         warnings.append((name, T_LOST_ZERO))  # for review: never guessed
         return None
     try:
-        phone = parse_phone(text)
+        return parse_phone(text)
     except PhoneError as exc:
         raise CellError(str(exc)) from None
-    if name == "landline" and phone.kind != "landline":
-        raise CellError(T_NOT_LANDLINE)
-    return phone.stored
 
 
 def _tag(value: CellValue, choices: dict[str, str]) -> str:
@@ -271,19 +276,14 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
         return None
     if isinstance(value, bool) or isinstance(value, time):
         raise CellError(T_DATE)
+    if isinstance(value, int) and _COMPACT_DATE.fullmatch(str(value)):
+        value = str(value)  # 20240103 typed into a number cell: no serial is that large
     if isinstance(value, str):
         text = unicodedata.normalize("NFKC", value).strip()
         if re.fullmatch(r"\d{5}(?:\.\d+)?", text):
             value = float(text)  # a serial saved as text by a csv export
         else:
-            match = _DATE.fullmatch(text)
-            if match is None:
-                raise CellError(T_DATE)
-            y, m, d, hh, mm, ss = (int(g) if g else 0 for g in match.groups())
-            try:
-                value = datetime(y, m, d, hh, mm, ss)
-            except ValueError:
-                raise CellError(T_DATE) from None
+            value = _date_text(text)
     if isinstance(value, int | float):
         try:
             value = datetime.combine(_EXCEL_EPOCH, time()) + timedelta(days=float(value))
@@ -298,6 +298,26 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     return value.astimezone(UTC)
+
+
+def _date_text(text: str) -> datetime:
+    """2024-01-03, 2024/1/3, 2024年1月3日 (with a time or not), 20240103, or ISO 8601
+    with a zone (2024-01-03T09:30:00+08:00)."""
+    compact = _COMPACT_DATE.fullmatch(text)
+    match = _DATE.fullmatch(text)
+    if compact is not None:
+        parts = tuple(int(g) for g in compact.groups()) + (0, 0, 0)
+    elif match is not None:
+        parts = tuple(int(g) if g else 0 for g in match.groups())
+    else:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise CellError(T_DATE) from None
+    try:
+        return datetime(*parts)
+    except ValueError:
+        raise CellError(T_DATE) from None
 
 
 def _owner(value: CellValue, rules: Rules) -> int | None:
@@ -349,15 +369,29 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
     for name in ("company", "contact"):
         if name in parsed and parsed[name] is None:
             refusals.append((name, T_REQUIRED))
+    mobile, landline = parsed.get("phone"), parsed.get("landline")
+    if landline is not None and landline.kind != "landline":
+        if mobile is None and "phone" not in {name for name, _ in refusals}:
+            mobile, landline = landline, None  # 电话 beside 手机 held a mobile: use it
+        else:
+            refusals.append(("landline", T_NOT_LANDLINE))
+            landline = None
+    parsed["phone"] = mobile.stored if mobile else None
+    parsed["landline"] = landline.stored if landline else None
     failed = {name for name, _ in refusals}
-    if not parsed.get("phone") and not parsed.get("landline") and not failed & {"phone",
-                                                                                 "landline"}:
-        lost = [name for name, message in warnings if message == T_LOST_ZERO]
+    lost = [name for name, message in warnings if message == T_LOST_ZERO]
+    if not parsed["phone"] and not parsed["landline"] and not failed & {"phone", "landline"}:
         if lost:
             refusals.append((lost[0], T_LOST_ZERO_ONLY))
             warnings = [w for w in warnings if w[0] != lost[0]]
+            lost = []
         else:
             refusals.append(("phone", T_NEED_PHONE))
+    if lost:
+        # Not guessed, not lost either: the digits stay on the lead for the rep to check.
+        digits = cell_text(values.get(lost[0]))
+        kept = T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0"))
+        parsed["note"] = f"{parsed['note']}\n{kept}" if parsed.get("note") else kept
     refusals.sort(key=lambda r: FIELDS.index(r[0]))
     lead = {
         "company": parsed.get("company"), "contact": parsed.get("contact"),
@@ -548,8 +582,11 @@ async def check_import(
         index = await existing_index(session)
         watermark = await session.scalar(select(func.max(Lead.id))) or 0
     report = ImportReport(import_id, 0, 0, [], [], [
-        {"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
-        for title in table.ignored])
+        *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
+          for title in table.ignored),
+        *({"row": table.header_row, "field": title, "message": T_REPEATED_COLUMN}
+          for title in table.repeated)])
+    header_warnings = list(report.warnings)
     first_row: dict[str, int] = {}  # a number or external id → the row that has it first
     total = len(table.rows)
     for start in range(0, total, CHUNK):
@@ -571,7 +608,7 @@ async def check_import(
                "lead_watermark": watermark,
                "rejected": len({r["row"] for r in report.rejected}),
                "duplicates": len(report.duplicates), "warnings": len(report.warnings),
-               "header_warnings": report.warnings[:len(table.ignored)]}
+               "header_warnings": header_warnings}
     async with rt.sessions() as session, session.begin():
         await session.execute(update(LeadImport).where(LeadImport.id == import_id)
                               .values(state="checked", summary=summary, updated_at=rt.now()))
@@ -680,14 +717,25 @@ def _row_reason(row: LeadImportRow) -> str:
 def rejected_rows_xlsx(rows: list[LeadImportRow]) -> bytes:
     """The rows sent back: their original cells, the row number and a 原因 column."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     present = [f for f in FIELDS if any(f in (r.raw or {}) for r in rows)] or list(FIELDS[:3])
     book = Workbook(write_only=True)
     sheet = book.create_sheet("未导入")
+
+    def text(value: str | None) -> WriteOnlyCell:
+        # As text, always: a cell reading "=HYPERLINK(…)" in the file comes back as those
+        # characters, never as a live formula.
+        cell = WriteOnlyCell(sheet, value=value)
+        if value is not None:
+            cell.data_type = "s"
+        return cell
+
     sheet.append([T_ROW, *(HEADERS[f] for f in present), T_REASON])
     for row in rows:
         raw = row.raw or _raw_from_staged(row)
-        sheet.append([row.row_number, *(raw.get(f) for f in present), _row_reason(row)])
+        sheet.append([row.row_number, *(text(raw.get(f)) for f in present),
+                      text(_row_reason(row))])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -781,9 +829,12 @@ async def resume_imports(rt: Runtime) -> int:
             select(LeadImport.id).where(LeadImport.state == "writing",
                                         LeadImport.updated_at < rt.now() - IMPORT_LEASE)
         )).all()
+    from handlers.import_chat import resumed
+
     for import_id in stalled:
         log.warning("lead import %s: resuming the hand-out a crash interrupted", import_id)
-        await publish_import(rt, import_id, actor=None)
+        report = await publish_import(rt, import_id, actor=None)
+        await resumed(rt, import_id, report.written)
     return len(stalled)
 
 
@@ -949,29 +1000,73 @@ async def _history(rt: Runtime, import_id: int, actor: Member | None) -> None:
 
 
 async def cancel_import(rt: Runtime, import_id: int, *, actor: Member | None) -> None:
-    """A checked import is dropped: its staged rows are deleted (they hold personal data
-    nobody will publish). A published import cannot be cancelled; nothing happens."""
+    """A checked import is dropped: its valid staged rows are deleted at once (they hold
+    personal data nobody will publish); the problem rows stay for the report download
+    until purge_imports. A published import cannot be cancelled; nothing happens."""
     async with rt.sessions() as session, session.begin():
         record = await session.get(LeadImport, import_id, with_for_update=True)
         if record is None:
             raise ImportError(T_NO_IMPORT.format(id=import_id))
         if record.state not in ("checking", "checked"):
             return
-        record.state, record.updated_at = "cancelled", rt.now()
+        # A Core UPDATE: the ORM would put the wall clock in updated_at when rt.now()
+        # equals the value already there (an unchanged attribute leaves room for onupdate).
+        await session.execute(update(LeadImport).where(LeadImport.id == import_id)
+                              .values(state="cancelled", updated_at=rt.now()))
         audit(session, actor, "lead.import_cancel", "lead_import", import_id, None, None,
               rt.now())
+    await _delete_staged(rt, import_id, ("valid",))
+
+
+async def _delete_staged(rt: Runtime, import_id: int, statuses: Sequence[str] | None) -> None:
+    """Delete an import's staged rows (of these statuses) a chunk per short transaction."""
     while True:
         await _yield_writer(rt, asyncio.get_running_loop().time())
         async with rt.sessions() as session, session.begin():
-            ids = (await session.scalars(select(LeadImportRow.id)
-                                         .where(LeadImportRow.import_id == import_id)
-                                         .limit(CHUNK))).all()
+            query = select(LeadImportRow.id).where(LeadImportRow.import_id == import_id)
+            if statuses is not None:
+                query = query.where(LeadImportRow.status.in_(statuses))
+            ids = (await session.scalars(query.limit(CHUNK))).all()
             if not ids:
                 return
             await session.execute(delete(LeadImportRow).where(LeadImportRow.id.in_(ids)))
 
 
+async def purge_imports(rt: Runtime) -> int:
+    """Staged rows do not outlive their use. A check nobody confirmed or cancelled within
+    CHECKED_KEEP is cancelled; an import finished PROBLEMS_KEEP ago (the lifetime of the
+    problem-rows link) loses its staged rows. For the sweep; returns imports purged."""
+    now = rt.now()
+    async with rt.sessions() as session:
+        abandoned = (await session.scalars(
+            select(LeadImport.id).where(LeadImport.state == "checked",
+                                        LeadImport.updated_at < now - CHECKED_KEEP)
+            .order_by(LeadImport.id).limit(20))).all()
+        staged = select(LeadImportRow.id).where(LeadImportRow.import_id == LeadImport.id)
+        finished = (await session.scalars(
+            select(LeadImport.id)
+            .where(LeadImport.state.in_(("published", "cancelled", "failed")),
+                   LeadImport.updated_at < now - PROBLEMS_KEEP, staged.exists())
+            .order_by(LeadImport.id).limit(20))).all()
+    for import_id in abandoned:
+        log.info("lead import %s: checked %s ago and never confirmed; cancelled",
+                 import_id, CHECKED_KEEP)
+        await cancel_import(rt, import_id, actor=None)
+    for import_id in finished:
+        await _delete_staged(rt, import_id, None)
+    return len(abandoned) + len(finished)
+
+
 # --- the command line --------------------------------------------------------------------
+
+
+def cli_failure(message: str, *, as_json: bool) -> int:
+    """Exit 2: the file or the options cannot be used; --json still ends with its object."""
+    print(message, file=sys.stderr)
+    if as_json:
+        empty = ImportReport(None, 0, 0, [], [], []).as_json()
+        print(json.dumps(empty | {"error": message}, ensure_ascii=False))
+    return 2
 
 
 async def import_leads_cli(
@@ -982,11 +1077,7 @@ async def import_leads_cli(
     from bot.app import build_runtime
 
     def fail(message: str) -> int:
-        print(message, file=sys.stderr)
-        if as_json:
-            empty = ImportReport(None, 0, 0, [], [], []).as_json()
-            print(json.dumps(empty | {"error": message}, ensure_ascii=False))
-        return 2
+        return cli_failure(message, as_json=as_json)
 
     try:
         data = Path(path).read_bytes()

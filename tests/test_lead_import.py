@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,16 @@ from handlers.lead_import import (
     template_bytes,
 )
 from handlers.tabular import CellError, TableRow
-from storage.models import Customer, Lead, LeadImport, LeadStatusChange, Member, Outgoing
+from storage.models import (
+    Customer,
+    Lead,
+    LeadImport,
+    LeadImportRow,
+    LeadStatusChange,
+    Member,
+    Outgoing,
+)
+from tests.harness import WORKDAY_MORNING, FrozenClock
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SALESBOT = Path(sys.executable).with_name("salesbot")
@@ -116,6 +125,8 @@ def one(values, **kw) -> lead_import.CheckedRow:
     (45292, date(2024, 1, 1)), ("45292", date(2024, 1, 1)),
     (datetime(2024, 1, 2), date(2024, 1, 2)), ("2024/01/03", date(2024, 1, 3)),
     ("2024-1-3", date(2024, 1, 3)), ("2024年1月3日", date(2024, 1, 3)),
+    ("20240103", date(2024, 1, 3)), (20240103, date(2024, 1, 3)),
+    ("2024-01-03T23:30:00+00:00", date(2024, 1, 4)), ("2024-01-03T09:30:00Z", date(2024, 1, 3)),
 ])
 def test_dates_as_text_cells_or_excel_serials_from_1899_12_30(cell, day):
     assert parse_date(cell, SHANGHAI).astimezone(SHANGHAI).date() == day
@@ -125,7 +136,12 @@ def test_a_date_time_keeps_its_time_in_the_team_timezone():
     assert parse_date("2024-01-03 09:30", SHANGHAI) == datetime(2024, 1, 3, 1, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("cell", ["下周", "2024-13-01", "1850-01-01", True])
+def test_an_iso_date_time_with_its_zone_is_that_instant():
+    assert parse_date("2024-01-03T09:30:00+08:00", SHANGHAI) == \
+        datetime(2024, 1, 3, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("cell", ["下周", "2024-13-01", "1850-01-01", True, "20241301"])
 def test_a_date_that_is_not_one_is_refused(cell):
     with pytest.raises(CellError):
         parse_date(cell, SHANGHAI)
@@ -165,10 +181,33 @@ def test_scientific_notation_text_has_lost_digits_and_is_refused():
 
 
 def test_a_landline_that_lost_its_leading_zero_is_flagged_not_guessed():
-    checked = one({"phone": 13800000000, "landline": 75512345678})
+    checked = one({"phone": 13800000000, "landline": 75512345678, "note": "展会名片"})
     assert checked.refusals == []
     assert checked.warnings == [("landline", "疑似丢失区号前导0")]
     assert checked.lead["landline"] is None
+    # Not stored as a number, not lost either: the rep finds the digits on the lead.
+    assert checked.lead["note"] == "展会名片\n座机（疑似丢失区号前导0，待核对）：75512345678"
+
+
+def test_a_mobile_in_the_second_phone_column_is_the_phone_when_there_is_none():
+    checked = one({"landline": "138 0000 1234"})
+    assert (checked.refusals, checked.lead["phone"], checked.lead["landline"]) == \
+        ([], "13800001234", None)
+    assert one({"phone": 13900000000, "landline": "13800001234"}).refusals == \
+        [("landline", "应为带区号的座机号，这是手机号")]
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("010-1234567", "不是有效的手机号或带区号的座机号"),  # Beijing numbers have 8 digits
+    ("12345", "不是有效的手机号或带区号的座机号"),  # no mobile message for 5 digits
+    ("1380000123", "手机号应为11位，这里是10位"),
+])
+def test_numbers_that_are_neither_mobile_nor_landline_say_why(cell, reason):
+    assert one({"phone": cell}).refusals == [("phone", reason)]
+
+
+def test_a_four_digit_area_code_takes_a_seven_digit_number():
+    assert one({"landline": "0755-1234567"}).lead["landline"] == "07551234567"
 
 
 def test_a_lost_zero_landline_as_the_only_number_rejects_the_row():
@@ -242,7 +281,7 @@ async def test_the_xlsx_sheet_with_the_expected_header_is_read_or_the_one_named(
 @pytest.mark.parametrize("filename, data, message", [
     ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100, "不支持旧版 .xls 格式"),
     ("leads.json", b"[]", "不支持的文件格式“.json”"),
-    ("leads.csv", "备注\n随便写写\n".encode(), "缺少必需的列：company、contact、phone/landline"),
+    ("leads.csv", "备注\n随便写写\n".encode(), "缺少必需的列：公司名称、联系人、手机号/座机"),
 ])
 async def test_a_file_that_cannot_be_read_says_why_and_stores_nothing(rt, filename, data,
                                                                        message):
@@ -255,7 +294,7 @@ async def test_a_file_that_cannot_be_read_says_why_and_stores_nothing(rt, filena
 async def test_a_missing_tag_column_is_needed_unless_a_default_supplies_it(rt):
     header = ["客户名称", "联系人", "手机", "行业", "紧急程度"]
     data = csv_bytes([["深圳示例科技有限公司", "张三", "13800001234", "工业", ""]], header)
-    with pytest.raises(ImportError, match="缺少必需的列：source"):
+    with pytest.raises(ImportError, match="缺少必需的列：来源渠道"):
         await check(rt, data)
     report = await check(rt, data, defaults={"source": "展会", "urgency": "中"})
     assert (report.accepted, report.rejected) == (1, [])
@@ -435,6 +474,45 @@ async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
     ]
 
 
+async def test_cells_that_look_like_formulas_come_back_as_text(rt):
+    data = csv_bytes([row('=HYPERLINK("http://127.0.0.1/x")', "1.38E+10")])
+    report = await check(rt, data)
+    book = load_workbook(io.BytesIO(rejected_rows_xlsx(
+        await stored_rejected_rows(rt, report.import_id))))
+    cell = book.active["B2"]
+    assert (cell.value, cell.data_type) == ('=HYPERLINK("http://127.0.0.1/x")', "s")
+
+
+async def test_a_cancelled_import_keeps_its_problem_rows_until_the_purge(rt):
+    data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "1.38E+10")])
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    report = await check(rt, data)
+    await lead_import.cancel_import(rt, report.import_id, actor=None)
+    assert [r.row_number for r in await stored_rejected_rows(rt, report.import_id)] == [3]
+    assert await staged(rt) == 1  # the valid row went at once
+    rt.clock.advance(seconds=(lead_import.PROBLEMS_KEEP - timedelta(minutes=1)).total_seconds())
+    assert await lead_import.purge_imports(rt) == 0 and await staged(rt) == 1
+    rt.clock.advance(minutes=2)
+    assert await lead_import.purge_imports(rt) == 1 and await staged(rt) == 0
+
+
+async def test_a_check_nobody_confirms_is_cancelled_after_a_day(rt):
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    rt.clock.advance(seconds=(lead_import.CHECKED_KEEP + timedelta(minutes=1)).total_seconds())
+    assert await lead_import.purge_imports(rt) == 1
+    async with rt.sessions() as session:
+        assert (await session.get(LeadImport, report.import_id)).state == "cancelled"
+    assert await staged(rt) == 0 and await leads(rt) == []
+    with pytest.raises(ImportError, match="已取消"):
+        await publish_import(rt, report.import_id, actor=None)
+
+
+async def staged(rt) -> int:
+    async with rt.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(LeadImportRow))
+
+
 def test_the_template_holds_the_chinese_names_in_xlsx_and_csv():
     names = ["公司名称", "联系人", "手机号", "座机", "邮箱", "行业", "紧急程度", "来源渠道",
              "备注", "负责人", "首次联系", "员工数", "外部编号"]
@@ -447,10 +525,11 @@ def test_the_template_holds_the_chinese_names_in_xlsx_and_csv():
 
 
 async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(chat):
-    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    members = await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                                     {"name": "李静", "role": "marketing"})
     rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
-    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
-                                actor=None, origin="chat")
+    report = await check_import(chat.rt, csv_bytes(rows), "展会名单.csv", ImportOptions(),
+                                actor=members["李静"], origin="chat")
     await publish_import(chat.rt, report.import_id, actor=None)
     await chat.settle()
     stored = await leads(chat.rt)
@@ -461,7 +540,8 @@ async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(
         mine = [f"#{lead.id}" for lead in stored
                 if lead.assignee_id == (await _member(chat.rt, name)).id]
         assert [m.text for m in messages] == [
-            f"导入分配给您 3 条新线索（{'、'.join(mine)}），发送 /我的线索 查看并接受"]
+            f"导入分配给您 3 条新线索（{'、'.join(mine)}），发送 /我的线索 查看并接受；"
+            "一个工作日内未接受的线索会转给其他同事"]
         listing = await chat.say(name, "/我的线索")
         assert listing[0].text.startswith("您的进行中线索（3 条）：")
         assert all(f"{n} " in listing[0].text for n in mine)
@@ -479,10 +559,11 @@ async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(c
     from scheduler.sweeps import sweep_once
     from storage.models import LeadImport
 
-    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    members = await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                                     {"name": "李静", "role": "marketing"})
     rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
-    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
-                                actor=None, origin="chat")
+    report = await check_import(chat.rt, csv_bytes(rows), "展会名单.csv", ImportOptions(),
+                                actor=members["李静"], origin="chat")
 
     async def crash(*args, **kwargs):  # the process dies right after the publish commits
         raise SystemExit("killed")
@@ -513,7 +594,42 @@ async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(c
         assert digest.text.startswith("导入分配给您 3 条新线索")
     async with chat.rt.sessions() as session:
         assert (await session.get(LeadImport, report.import_id)).state == "published"
+    # The importer, who saw 开始导入 and then nothing, is told it finished and where.
+    [told] = await chat.inbox("李静")
+    assert told.text == ("导入「展会名单.csv」曾因服务中断停在分配这一步，现已自动完成："
+                         "写入 6 条，已分配给 王芳 3 条、赵强 3 条。")
 
+
+
+async def test_a_digest_lead_not_accepted_within_a_working_day_goes_to_a_colleague(chat):
+    from handlers.assignment import expire_offers
+    from storage.models import Assignment
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(4)]
+    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
+                                actor=None, origin="cli")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    first = {lead.id: lead.assignee_id for lead in await leads(chat.rt)}
+    await chat.say("王芳", "/我的线索")
+    wang = await _member(chat.rt, "王芳")
+    mine = [lead_id for lead_id, rep in first.items() if rep == wang.id]
+    await chat.click("王芳", f"accept:{mine[0]}")
+    # 10:00 plus 480 working minutes is 18:00 the same day (working hours 09:00–18:00).
+    chat.rt.clock.advance(hours=7, minutes=59)
+    assert await expire_offers(chat.rt) == 0
+    chat.rt.clock.advance(hours=16)  # the next morning
+    assert await expire_offers(chat.rt) == 3  # the one 王芳 accepted stays hers
+    await chat.settle()
+    now = {lead.id: (lead.assignee_id, lead.status) for lead in await leads(chat.rt)}
+    assert now[mine[0]] == (wang.id, "accepted")
+    for lead_id, rep in first.items():
+        if lead_id != mine[0]:
+            assert now[lead_id][0] not in (rep, None) and now[lead_id][1] == "assigned"
+    async with chat.rt.sessions() as session:
+        states = sorted((await session.scalars(select(Assignment.state))).all())
+    assert states == ["accepted"] + ["expired"] * 3 + ["offered"] * 3
 
 
 async def _cards(rt) -> int:
@@ -621,6 +737,16 @@ def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, name, data, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 0
+
+
+def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json", "--default", "颜色=红")
+    assert done.returncode == 2
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (last["accepted"], last["written"]) == (0, 0)
+    assert last["error"].startswith("salesbot: --default 的字段“颜色”不存在")
 
 
 def test_cli_template(tmp_path):
