@@ -32,6 +32,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from rapidfuzz import fuzz
@@ -40,13 +41,9 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
-    func,
-    insert,
     inspect,
-    literal,
-    or_,
     select,
-    union_all,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,6 +79,8 @@ GRAM_CANDIDATES = 30
 # In the monthly scan, a phone or e-mail block larger than this is a switchboard or a
 # shared address: only its records that also share the core or the other key are paired.
 BLOCK_CAP = 30
+# A phone on this many different company cores is a switchboard (see decide).
+SWITCHBOARD_CORES = 3
 BATCH = 2000
 _WEIGHTS = {"phone": 35, "email": 35, "company": 30}
 _SOURCE = {"lead": ("company", "contact", "phone", "landline", "email"),
@@ -165,8 +164,12 @@ def company_score(a: str | None, b: str | None) -> int:
     return int(fuzz.ratio(a_own, b_own))
 
 
-def decide(a: MatchKeys, b: MatchKeys) -> Verdict:
-    """Strong, similar or neither; the score (strong 100, else at most 99) and reasons."""
+def decide(a: MatchKeys, b: MatchKeys, *, switchboard: bool = False) -> Verdict:
+    """Strong, similar or neither; the score (strong 100, else at most 99) and reasons.
+
+    `switchboard`: the phone they share is on three or more different companies. Then a
+    fuzzy company name (below CONTAINED_SCORE: 宇泽丰医疗器械 / 丰成医疗器械) and that
+    phone are not two fields: an equal or contained name, or the e-mail, is needed."""
     phone = a.phone is not None and a.phone == b.phone
     email = a.email is not None and a.email == b.email
     company = company_score(a.company_core, b.company_core)
@@ -181,7 +184,10 @@ def decide(a: MatchKeys, b: MatchKeys) -> Verdict:
     score = _WEIGHTS["phone"] * phone + _WEIGHTS["email"] * email
     if company_agrees:
         score += _WEIGHTS["company"] * company / 100
-    return Verdict(len(reasons) >= 2, False, min(99, round(score)), reasons)
+    similar = len(reasons) >= 2
+    if switchboard and reasons == ["phone", "company"] and company < CONTAINED_SCORE:
+        similar = False
+    return Verdict(similar, False, min(99, round(score)), reasons)
 
 
 # Keeping the stored keys current ------------------------------------------------------
@@ -239,7 +245,7 @@ def _write_grams(session: Session, _context: Any) -> None:
     rows = [{"kind": kind, "object_id": obj.id, "gram": gram}
             for kind, obj in pending.values() for gram in company_grams(obj.company_core or "")]
     if rows:
-        connection.execute(insert(MatchGram), rows)
+        connection.execute(MatchGram.__table__.insert(), rows)
 
 
 def keep_keys_current() -> None:
@@ -295,7 +301,7 @@ async def index_rows(session: AsyncSession, kind: Kind, ids: Iterable[int]) -> i
         await session.execute(delete(MatchGram).where(MatchGram.kind == kind,
                                                       MatchGram.object_id.in_(chunk)))
         if grams:
-            await session.execute(insert(MatchGram), grams)
+            await session.execute(MatchGram.__table__.insert(), grams)
         done += len(updates)
     return done
 
@@ -307,61 +313,68 @@ def _row_keys(row: Any) -> MatchKeys:
                      phone=row.phone_key, email=row.email_key, contact=row.contact_key)
 
 
+# The door's statements are written once as SQL text: building them as expressions cost
+# more than running them (column proxies of each subquery), on every call.
+_DOOR_COLUMNS = "id, phone_key, email_key, company_full, company_core, contact_key"
+
+
+def _door_statement() -> Any:
+    """Every candidate of the probe, leads and customers, in one statement: by phone (those
+    that also share the core or the e-mail, and the newest), e-mail, core, and grams. A
+    NULL key matches nothing. Each part is limited on its own, so it is a subquery."""
+    limited = [("phone_key = :phone AND (company_core = :core OR email_key = :email)", ""),
+               ("phone_key = :phone", "ORDER BY id DESC"),
+               ("email_key = :email", "ORDER BY id DESC"),
+               ("company_core = :core", "ORDER BY id DESC")]
+    parts = []
+    for table, extra, ids in (
+        ("customers", "'customer' AS kind, CAST(NULL AS INTEGER) AS customer_id, status",
+         "customer_ids"),
+        ("leads", "'lead' AS kind, customer_id, CAST(NULL AS VARCHAR(12)) AS status",
+         "lead_ids"),
+    ):
+        select_from = f"SELECT {_DOOR_COLUMNS}, {extra} FROM {table}"
+        parts += [f"SELECT * FROM ({select_from} WHERE {where} {order} LIMIT :cap) AS "
+                  f"{table}_{n}" for n, (where, order) in enumerate(limited)]
+        parts.append(f"{select_from} WHERE id IN :{ids}")
+    return text(" UNION ALL ".join(parts)).bindparams(
+        bindparam("customer_ids", expanding=True), bindparam("lead_ids", expanding=True))
+
+
+_DOOR = _door_statement()
+_GRAM_SHARERS = text(
+    "SELECT kind, object_id, count(*) AS shared FROM match_grams WHERE gram IN :grams "
+    "GROUP BY kind, object_id ORDER BY shared DESC, object_id DESC LIMIT :n"
+).bindparams(bindparam("grams", expanding=True))
+
+
+@lru_cache(maxsize=64)
+def _gram_counts(size: int) -> Any:
+    """One row: how many records hold each of `size` grams, counted up to GRAM_CAP + 1."""
+    counts = ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM match_grams WHERE gram = :g{i} "
+                       f"LIMIT :cap) AS g{i})" for i in range(size))
+    return text(f"SELECT {counts}")
+
+
 async def _gram_candidates(session: AsyncSession, core: str | None
                            ) -> dict[str, list[int]]:
     """Records sharing the probe's rarest grams, those sharing most first."""
     grams = company_grams(core or "")
     if not grams:
         return {}
-    g = MatchGram.__table__
-    counts = []
-    for gram in grams:
-        capped = select(literal(1).label("one")).where(g.c.gram == gram).limit(GRAM_CAP + 1)
-        counts.append(select(literal(gram).label("gram"), func.count().label("n"))
-                      .select_from(capped.subquery()))
-    found = (await session.execute(union_all(*counts))).all()
-    rare = sorted((n, gram) for gram, n in found if 0 < n <= GRAM_CAP)[:RARE_GRAMS]
+    params: dict[str, Any] = {f"g{i}": gram for i, gram in enumerate(grams)}
+    found = (await session.execute(_gram_counts(len(grams)),
+                                   params | {"cap": GRAM_CAP + 1})).one()
+    rare = sorted((n, gram) for gram, n in zip(grams, found, strict=True)
+                  if 0 < n <= GRAM_CAP)[:RARE_GRAMS]
     if not rare:
         return {}
-    shared = func.count().label("shared")
-    rows = (await session.execute(
-        select(g.c.kind, g.c.object_id, shared)
-        .where(g.c.gram.in_([gram for _, gram in rare]))
-        .group_by(g.c.kind, g.c.object_id).order_by(shared.desc(), g.c.object_id.desc())
-        .limit(GRAM_CANDIDATES))).all()
+    rows = (await session.execute(_GRAM_SHARERS, {"grams": [gram for _, gram in rare],
+                                                  "n": GRAM_CANDIDATES})).all()
     out: dict[str, list[int]] = defaultdict(list)
     for kind, object_id, _ in rows:
         out[kind].append(object_id)
     return out
-
-
-def _candidate_query(table: Table, probe: MatchKeys, ids: list[int]) -> Any:
-    extra = [table.c.customer_id] if table.name == "leads" else [table.c.status]
-    columns = [table.c.id, *(table.c[c] for c in _KEY_COLUMNS), *extra]
-    c = table.c
-    parts = []
-    if probe.phone:
-        same = [c.company_core == probe.company_core] if probe.company_core else []
-        same += [c.email_key == probe.email] if probe.email else []
-        if same:
-            parts.append(select(*columns).where(c.phone_key == probe.phone)
-                         .where(or_(*same))
-                         .limit(KEY_CAP))
-        parts.append(select(*columns).where(c.phone_key == probe.phone)
-                     .order_by(c.id.desc()).limit(KEY_CAP))
-    if probe.email:
-        parts.append(select(*columns).where(c.email_key == probe.email)
-                     .order_by(c.id.desc()).limit(KEY_CAP))
-    if probe.company_core:
-        parts.append(select(*columns).where(c.company_core == probe.company_core)
-                     .order_by(c.id.desc()).limit(KEY_CAP))
-    if ids:
-        parts.append(select(*columns).where(c.id.in_(ids)))
-    if not parts:
-        return None
-    # Each part is limited on its own: SQLite wants them as subqueries of the union.
-    subqueries = [part.subquery() for part in parts]
-    return union_all(*(select(*sub.c) for sub in subqueries))
 
 
 async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | None]:
@@ -402,22 +415,29 @@ async def find_similar(
     not to report (the record being checked itself)."""
     excluded = set(exclude or ())
     grams = await _gram_candidates(session, probe.company_core)
+    candidates: dict[tuple[Kind, int], Any] = {}
+    if probe.phone or probe.email or probe.company_core:
+        rows = (await session.execute(_DOOR, {
+            "phone": probe.phone, "email": probe.email, "core": probe.company_core,
+            "cap": KEY_CAP, "customer_ids": grams.get("customer", []),
+            "lead_ids": grams.get("lead", [])})).all()
+        for row in rows:
+            candidates.setdefault((row.kind, row.id), row)
+    cores = {row.company_core for row in candidates.values()
+             if probe.phone and row.phone_key == probe.phone} | {probe.company_core}
+    switchboard = len(cores - {None}) >= SWITCHBOARD_CORES
     verdicts: dict[tuple[Kind, int], Verdict] = {}
     converted: dict[int, list[Verdict]] = defaultdict(list)
-    for kind in ("customer", "lead"):
-        query = _candidate_query(_table(kind), probe, grams.get(kind, []))
-        if query is None:
+    for (kind, object_id), row in candidates.items():
+        if (kind, object_id) in excluded:
             continue
-        for row in (await session.execute(query)).all():
-            if (kind, row.id) in verdicts or (kind, row.id) in excluded:
-                continue
-            verdict = decide(probe, _row_keys(row))
-            if not verdict.similar:
-                continue
-            if kind == "lead" and row.customer_id is not None:
-                converted[row.customer_id].append(verdict)
-            else:
-                verdicts[(kind, row.id)] = verdict
+        verdict = decide(probe, _row_keys(row), switchboard=switchboard)
+        if not verdict.similar:
+            continue
+        if kind == "lead" and row.customer_id is not None:
+            converted[row.customer_id].append(verdict)
+        else:
+            verdicts[(kind, object_id)] = verdict
     customers = {object_id for kind, object_id in verdicts if kind == "customer"}
     survivors = await _survivors(session, customers | set(converted))
     found: dict[tuple[Kind, int], Verdict] = {}
@@ -508,11 +528,13 @@ async def scan_groups(session: AsyncSession, *, progress: Progress | None = None
     for block in by_email.values():
         if len(block) > 1:
             _pairs_in(block, keys, ("company_core", "phone"), candidates)
+    switchboards = {phone for phone, block in by_phone.items()
+                    if len({keys[i].company_core for i in block} - {None}) >= SWITCHBOARD_CORES}
     total = len(candidates)
     union = _Union(len(rows))
     decided: list[tuple[int, int, list[str], int]] = []
     for done, (a, b) in enumerate(sorted(candidates), start=1):
-        verdict = decide(keys[a], keys[b])
+        verdict = decide(keys[a], keys[b], switchboard=keys[a].phone in switchboards)
         if verdict.similar:
             union.join(a, b)
             decided.append((a, b, verdict.reasons, verdict.score))
