@@ -8,6 +8,7 @@ import sys
 
 from benchmarks import (
     bench_callbacks,
+    bench_dedupe,
     bench_dingtalk,
     bench_engine,
     bench_import,
@@ -37,6 +38,9 @@ async def main() -> int:
     print("Lead import (50,000-row xlsx by `salesbot leads import`, WeCom callbacks at "
           f"{bench_import.RATE}/s meanwhile)…", flush=True)
     results["import"] = im = await bench_import.run()
+    print("Duplicates (100,000 customers in SQLite: the monthly scan, 1,000 checks at the "
+          "door)…", flush=True)
+    results["dedupe"] = dd = await bench_dedupe.run()
     print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
     simulated = simulate_assignment.simulate()["policies"]
     results["simulation"] = sim = {
@@ -100,6 +104,7 @@ async def main() -> int:
                f"p99 {im['callback_p99_ms']} ms, p50 {im['callback_p50_ms']} ms, max "
                f"{im['callback_max_ms']} ms over {im['callbacks_during_import']} callbacks"),
     ]
+    checks += [_check(name, ok, figure) for name, ok, figure in bench_dedupe.checks(dd)]
     print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
     for policy, figures in sim.items():
         print(f"  {policy}: {figures}")
