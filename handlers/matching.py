@@ -207,7 +207,9 @@ def _kind_of(obj: object) -> Kind | None:
 def _fill_keys(session: Session, _context: Any, _instances: Any) -> None:
     """before_flush: new or changed leads and customers get their keys; their grams are
     written after the flush, when every id is known."""
-    pending: dict[int, tuple[Kind, Lead | Customer]] = session.info.setdefault(_PENDING, {})
+    # Anew at every flush: what a failed flush left is still new or dirty, and seen again.
+    pending: dict[int, tuple[Kind, Lead | Customer]] = {}
+    session.info[_PENDING] = pending
     for obj in itertools.chain(session.new, session.dirty):
         kind = _kind_of(obj)
         if kind is None:
@@ -222,7 +224,8 @@ def _fill_keys(session: Session, _context: Any, _instances: Any) -> None:
             setattr(obj, column, value)
         if state.pending or core_before != keys.company_core:
             pending[id(obj)] = (kind, obj)
-    gone = session.info.setdefault(_GONE, [])
+    gone: list[tuple[Kind, int]] = []
+    session.info[_GONE] = gone
     for obj in session.deleted:
         kind = _kind_of(obj)
         if kind is not None:
@@ -231,7 +234,8 @@ def _fill_keys(session: Session, _context: Any, _instances: Any) -> None:
 
 def _write_grams(session: Session, _context: Any) -> None:
     """after_flush: the grams of the records whose core changed, and none of those gone."""
-    pending = session.info.pop(_PENDING, {})
+    pending = {key: (kind, obj) for key, (kind, obj) in session.info.pop(_PENDING, {}).items()
+               if obj.id is not None}
     gone = session.info.pop(_GONE, [])
     stale = gone + [(kind, obj.id) for kind, obj in pending.values()]
     if not stale:

@@ -3,10 +3,12 @@ monthly groups (PRODUCT.md §2, field reports C14 and C15)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
 
 from bot.runtime import Runtime
 from config.settings import load_settings
@@ -186,6 +188,44 @@ async def test_the_orm_hook_keys_a_lead_by_its_landline_when_it_has_no_mobile(rt
         stored = await session.get(Lead, lid)
     assert (stored.phone_key, stored.contact_key, stored.email_key) == ("075512345678", "王",
                                                                          None)
+
+
+async def test_the_migration_keys_the_rows_already_stored(db_url):
+    from storage.db import create_engine, upgrade
+
+    await asyncio.to_thread(upgrade, db_url, "0003")
+    engine = create_engine(db_url)
+    now = {"now": datetime(2026, 12, 1, tzinfo=UTC)}
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO leads (id, company, contact, phone, landline, status, origin,"
+            " reroutes, pool_returns, created_at, updated_at) VALUES (1, '示例科技（深圳）"
+            "有限公司', '张伟先生', NULL, '0755-12345678', 'new', 'api', 0, 0, :now, :now)"), now)
+        await conn.execute(text(
+            "INSERT INTO customers (id, company, contact, phone, email, status, created_at,"
+            " updated_at) VALUES (1, '深圳市样本电子有限公司', '王总', '+86 138 0000 0001',"
+            " ' WF@Example.com', 'active', :now, :now)"), now)
+    await engine.dispose()
+
+    await upgrade_async(db_url)
+
+    engine = create_engine(db_url)
+    async with engine.connect() as conn:
+        lead_keys = (await conn.execute(text(
+            "SELECT phone_key, email_key, company_full, company_core, contact_key FROM leads"
+        ))).one()
+        customer_keys = (await conn.execute(text(
+            "SELECT phone_key, email_key, company_full, company_core, contact_key,"
+            " merged_into_id FROM customers"))).one()
+        grams = (await conn.execute(text(
+            "SELECT kind, object_id, gram FROM match_grams ORDER BY kind, gram"))).all()
+    await engine.dispose()
+    assert tuple(lead_keys) == ("075512345678", None, "深圳示例科技", "示例科技", "张伟")
+    assert tuple(customer_keys) == ("13800000001", "wf@example.com", "深圳样本电子", "样本电子",
+                                    "王", None)
+    assert [tuple(g) for g in grams] == [
+        ("customer", 1, "本电"), ("customer", 1, "样本"), ("customer", 1, "电子"),
+        ("lead", 1, "例科"), ("lead", 1, "示例"), ("lead", 1, "科技")]
 
 
 async def test_index_rows_keys_rows_written_with_core_sql(rt):
