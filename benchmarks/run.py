@@ -8,6 +8,7 @@ import sys
 
 from benchmarks import (
     bench_callbacks,
+    bench_dedupe,
     bench_dingtalk,
     bench_engine,
     bench_import,
@@ -41,6 +42,9 @@ async def main() -> int:
     print("The same import from the chat: the upload page, the card's button, inside the "
           "server…", flush=True)
     results["import_chat"] = ic = await bench_import_chat.run()
+    print("Duplicates (100,000 customers in SQLite: the monthly scan, 1,000 checks at the "
+          "door)…", flush=True)
+    results["dedupe"] = dd = await bench_dedupe.run()
     print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
     simulated = simulate_assignment.simulate()["policies"]
     results["simulation"] = sim = {
@@ -112,6 +116,7 @@ async def main() -> int:
                f"p99 {ic['callback_p99_ms']} ms, p50 {ic['callback_p50_ms']} ms, max "
                f"{ic['callback_max_ms']} ms over {ic['callbacks_during_import']} callbacks"),
     ]
+    checks += [_check(name, ok, figure) for name, ok, figure in bench_dedupe.checks(dd)]
     print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
     for policy, figures in sim.items():
         print(f"  {policy}: {figures}")
