@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import audit
 from handlers.assignment import fair_allowance, rep_states, route_leads
 from handlers.intake import URGENCIES, canonical_tag
+from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
 from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
     PLACEHOLDERS,
@@ -43,7 +44,6 @@ from handlers.tabular import (
 )
 from storage.models import (
     AuditLog,
-    Customer,
     Lead,
     LeadImport,
     LeadImportRow,
@@ -198,10 +198,12 @@ class CheckedRow:
     raw: dict[str, str | None] = field(default_factory=dict)
 
     @property
-    def keys(self) -> list[str]:
-        """The numbers that identify the contact: without extension, phone first."""
-        return [n.split("-", 1)[0] for n in (self.lead.get("phone"), self.lead.get("landline"))
-                if n]
+    def match(self) -> MatchKeys:
+        """What the duplicate check compares: as a stored lead's keys (its phone, else its
+        landline)."""
+        lead = self.lead
+        return keys_for(lead.get("company"), lead.get("contact"),
+                        lead.get("phone") or lead.get("landline"), lead.get("email"))
 
 
 def _blank(value: CellValue) -> bool:
@@ -442,39 +444,14 @@ def checked_defaults(defaults: dict[str, str], rules: Rules) -> dict[str, CellVa
 # --- duplicates ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Existing:
-    """Leads and customers whose stored number carries an extension (rare: read once);
-    the others are found by exact number, a chunk at a time."""
-
-    extensions: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-async def existing_index(session: AsyncSession) -> Existing:
-    index = Existing()
-    found = await session.execute(select(Customer.id, Customer.phone)
-                                  .where(Customer.phone.like("%-%")))
-    for customer_id, phone in found.all():
-        index.extensions.setdefault(phone.split("-", 1)[0], ("customer", customer_id))
-    found = await session.execute(
-        select(Lead.id, Lead.phone, Lead.landline)
-        .where(or_(Lead.phone.like("%-%"), Lead.landline.like("%-%"))).order_by(Lead.id))
-    for lead_id, phone, landline in found.all():
-        for number in (phone, landline):
-            if number and "-" in number:
-                index.extensions.setdefault(number.split("-", 1)[0], ("lead", lead_id))
-    return index
-
-
 async def find_existing(
-    session: AsyncSession, rows: Sequence[CheckedRow], index: Existing
+    session: AsyncSession, rows: Sequence[CheckedRow]
 ) -> dict[int, tuple[str, int]]:
     """Row number → (kind, id) of the record each row duplicates: a known external_id,
-    then a customer, then a lead with the same normalised mobile or landline.
-
-    Exact keys for now: the duplicates matcher (company names, e-mail) plugs in here and
-    sees every candidate row with its checked fields.
-    """
+    else the best stored customer or lead that is a strong or similar match of the row
+    (handlers.matching: two of company, phone and e-mail agree, or mobile, company and
+    contact). A customer outranks a lead: that contact is already someone's account; a
+    converted lead is reported as its customer."""
     found: dict[int, tuple[str, int]] = {}
     external = {r.lead["external_id"]: r.number for r in rows if r.lead.get("external_id")}
     if external:
@@ -482,31 +459,26 @@ async def find_existing(
                                       .where(Lead.external_id.in_(list(external))))
         for external_id, lead_id in known.all():
             found[external[external_id]] = ("external_id", lead_id)
-    keys = {key for r in rows if r.number not in found for key in r.keys}
-    if not keys:
+    probes = {r.number: r.match for r in rows if r.number not in found}
+    phones = {keys.phone for keys in probes.values() if keys.phone}
+    emails = {keys.email for keys in probes.values() if keys.email}
+    if not phones and not emails:
         return found
-    by_key: dict[str, tuple[str, int]] = {}
-    customers = await session.execute(select(Customer.phone, Customer.id)
-                                      .where(Customer.phone.in_(list(keys)))
-                                      .order_by(Customer.id))
-    for phone, customer_id in customers.all():
-        by_key.setdefault(phone, ("customer", customer_id))
-    leads = await session.execute(
-        select(Lead.phone, Lead.landline, Lead.id)
-        .where(or_(Lead.phone.in_(list(keys)), Lead.landline.in_(list(keys))))
-        .order_by(Lead.id))
-    for phone, landline, lead_id in leads.all():
-        for number in (phone, landline):
-            if number in keys and (number not in by_key or by_key[number][0] == "lead"):
-                by_key.setdefault(number, ("lead", lead_id))
-    for row in rows:
-        if row.number in found:
+    index = KeyIndex()
+    stored = await stored_by_keys(session, phones, emails)
+    for record in sorted(stored, key=lambda r: (r.kind != "customer", r.id)):
+        index.add(record, record.keys)
+    for number, probe in probes.items():
+        matches = index.matches(probe)
+        if not matches:
             continue
-        hits = [by_key.get(k) or index.extensions.get(k) for k in row.keys]
-        hits = [h for h in hits if h is not None]
-        if hits:
-            # A customer outranks a lead: that contact is already someone's account.
-            found[row.number] = min(hits, key=lambda h: (h[0] != "customer", h[1]))
+        record, _verdict = min(matches, key=lambda m: (
+            not m[1].strong, m[0].kind != "customer" and m[0].customer_id is None,
+            -m[1].score, m[0].id))
+        if record.kind == "lead" and record.customer_id is not None:
+            found[number] = ("customer", record.customer_id)
+        else:
+            found[number] = (record.kind, record.id)
     return found
 
 
@@ -579,7 +551,6 @@ async def check_import(
         await session.flush()
         import_id = record.id
     async with rt.sessions() as session:
-        index = await existing_index(session)
         watermark = await session.scalar(select(func.max(Lead.id))) or 0
     report = ImportReport(import_id, 0, 0, [], [], [
         *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
@@ -587,14 +558,14 @@ async def check_import(
         *({"row": table.header_row, "field": title, "message": T_REPEATED_COLUMN}
           for title in table.repeated)])
     header_warnings = list(report.warnings)
-    first_row: dict[str, int] = {}  # a number or external id → the row that has it first
+    in_file = InFile()
     total = len(table.rows)
     for start in range(0, total, CHUNK):
         chunk = await asyncio.to_thread(_check_chunk, table.rows[start:start + CHUNK], rules)
         candidates = [row for row in chunk if not row.refusals]
         async with rt.sessions() as session:
-            existing = await find_existing(session, candidates, index)
-        staged = [_stage(import_id, row, existing, first_row, report) for row in chunk]
+            existing = await find_existing(session, candidates)
+        staged = [_stage(import_id, row, existing, in_file, report) for row in chunk]
         for at in range(0, len(staged), WRITE_CHUNK):
             began = asyncio.get_running_loop().time()
             async with rt.sessions() as session, session.begin():
@@ -617,12 +588,32 @@ async def check_import(
     return report
 
 
+@dataclass(slots=True)
+class InFile:
+    """The valid rows so far: their external ids and their match keys, so that a row that
+    is an earlier row again is a duplicate of it (rows are staged in file order)."""
+
+    external_ids: dict[str, int] = field(default_factory=dict)
+    keys: KeyIndex = field(default_factory=KeyIndex)
+
+    def earlier(self, row: CheckedRow) -> int | None:
+        rows = [self.external_ids[e] for e in [row.lead.get("external_id")] if e
+                and e in self.external_ids]
+        rows += [number for number, _verdict in self.keys.matches(row.match)]
+        return min(rows, default=None)
+
+    def add(self, row: CheckedRow) -> None:
+        if row.lead.get("external_id"):
+            self.external_ids.setdefault(row.lead["external_id"], row.number)
+        self.keys.add(row.number, row.match)
+
+
 def _stage(
     import_id: int, row: CheckedRow, existing: dict[int, tuple[str, int]],
-    first_row: dict[str, int], report: ImportReport,
+    in_file: InFile, report: ImportReport,
 ) -> dict[str, Any]:
     """The staging row for one checked row; the report gets its refusals, duplicate and
-    warnings. Rows are staged in file order, so `first_row` knows every earlier row."""
+    warnings."""
     problem: dict[str, Any] = {}
     if row.refusals:
         status = "rejected"
@@ -630,16 +621,12 @@ def _stage(
         report.rejected.extend({"row": row.number, "field": f, "reason": r}
                                for f, r in row.refusals)
     else:
-        ids = [f"id:{row.lead['external_id']}"] if row.lead.get("external_id") else []
-        marks = ids + row.keys
         duplicate: dict[str, Any] | None = None
         if row.number in existing:
             kind, of = existing[row.number]
             duplicate = {"row": row.number, "of": of, "kind": kind}
-        else:
-            earlier = [first_row[m] for m in marks if m in first_row]
-            if earlier:
-                duplicate = {"row": row.number, "of": min(earlier), "kind": "in_file"}
+        elif (earlier := in_file.earlier(row)) is not None:
+            duplicate = {"row": row.number, "of": earlier, "kind": "in_file"}
         if duplicate is not None:
             status = "duplicate"
             problem["duplicate"] = {"of": duplicate["of"], "kind": duplicate["kind"]}
@@ -647,8 +634,7 @@ def _stage(
         else:
             status = "valid"
             report.accepted += 1
-            for mark in marks:
-                first_row.setdefault(mark, row.number)
+            in_file.add(row)
     if row.warnings:
         problem["warnings"] = [{"field": f, "message": m} for f, m in row.warnings]
         report.warnings.extend({"row": row.number, "field": f, "message": m}
@@ -872,36 +858,65 @@ async def _publish(
 
 
 async def _late_duplicates(session: AsyncSession, import_id: int, watermark: int) -> None:
-    """Leads stored since the check began (the API, the chat) may now hold a row's number
-    or external id: those rows become duplicates too, and the unique external_id holds."""
+    """Leads stored since the check began (the API, the chat) may now match a row, or
+    hold its external id: those rows become duplicates too, and the unique external_id
+    holds."""
     # Limitation: on PostgreSQL a lead whose id was drawn before the check but committed
     # after it is not seen here; the unique external_id still refuses the whole publish.
+    c = Lead.__table__.c
     late = (await session.execute(
-        select(Lead.id, Lead.phone, Lead.landline, Lead.external_id)
-        .where(Lead.id > watermark).order_by(Lead.id))).all()
+        select(c.id, c.external_id, c.phone_key, c.email_key, c.company_full,
+               c.company_core, c.contact_key)
+        .where(c.id > watermark).order_by(c.id))).all()
     if not late:
         return
-    marks: dict[str, tuple[str, int]] = {}
-    for lead_id, phone, landline, external_id in late:
-        if external_id:
-            marks.setdefault(f"id:{external_id}", ("external_id", lead_id))
-        for number in (phone, landline):
-            if number:
-                marks.setdefault(number.split("-", 1)[0], ("lead", lead_id))
-    numbers = [m for m in marks if not m.startswith("id:")]
-    ids = [m[3:] for m in marks if m.startswith("id:")]
+    external = {row.external_id: row.id for row in late if row.external_id}
+    index = KeyIndex()
+    for row in late:
+        index.add(row.id, MatchKeys(row.company_full, row.company_core, row.phone_key,
+                                    row.email_key, row.contact_key))
+    phones = [row.phone_key for row in late if row.phone_key]
+    emails = [row.email_key for row in late if row.email_key]
     r = LeadImportRow
-    rows = (await session.execute(
-        select(r.id, r.phone, r.landline, r.external_id)
+    staged = (await session.execute(
+        select(r.id, r.company, r.contact, r.phone, r.landline, r.email, r.external_id)
         .where(r.import_id == import_id, r.status == "valid",
-               or_(r.phone.in_(numbers), r.landline.in_(numbers), r.external_id.in_(ids))
-               ))).all()
-    for row_id, phone, landline, external_id in rows:
-        keys = [f"id:{external_id}"] if external_id else []
-        keys += [n.split("-", 1)[0] for n in (phone, landline) if n]
-        kind, of = next(marks[k] for k in keys if k in marks)
-        await session.execute(update(r).where(r.id == row_id).values(
+               or_(r.phone.in_(phones), r.landline.in_(phones), r.email.in_(emails),
+                   r.external_id.in_(list(external))))
+    )).all()
+    for row in staged:
+        if row.external_id in external:
+            kind, of = "external_id", external[row.external_id]
+        else:
+            probe = keys_for(row.company, row.contact, row.phone or row.landline, row.email)
+            matches = index.matches(probe)
+            if not matches:
+                continue
+            kind, of = "lead", min(lead_id for lead_id, _verdict in matches)
+        await session.execute(update(r).where(r.id == row.id).values(
             status="duplicate", problem={"duplicate": {"of": of, "kind": kind}}))
+
+
+async def _index_keys(rt: Runtime, import_id: int) -> None:
+    """The published leads' match keys (the INSERT … SELECT wrote none), a short
+    transaction per chunk; idempotent, so a resumed import simply carries on."""
+    from handlers.matching import index_rows
+
+    last = 0
+    while True:
+        began = asyncio.get_running_loop().time()
+        async with rt.sessions() as session, session.begin():
+            ids = (await session.scalars(
+                select(Lead.id).where(Lead.import_id == import_id, Lead.id > last,
+                                      Lead.company_full.is_(None), Lead.phone_key.is_(None),
+                                      Lead.email_key.is_(None))
+                .order_by(Lead.id).limit(WRITE_CHUNK))).all()
+            if ids:
+                await index_rows(session, "lead", ids)
+                last = ids[-1]
+        await _yield_writer(rt, began)
+        if len(ids) < WRITE_CHUNK:
+            return
 
 
 async def _hand_out(
@@ -911,6 +926,7 @@ async def _hand_out(
     digest per rep; the import is "published" at the end."""
     from bot.outbox import enqueue
 
+    await _index_keys(rt, import_id)
     await _history(rt, import_id, actor)
     async with rt.sessions() as session:
         waiting = await session.scalar(select(func.count()).select_from(Lead).where(

@@ -467,6 +467,75 @@ async def find_similar(
             for (kind, object_id), v in ranked[:limit]]
 
 
+# In bulk: the import's check ------------------------------------------------------------
+
+@dataclass(slots=True)
+class Stored:
+    """A stored lead or customer as the bulk check compares it."""
+
+    kind: Kind
+    id: int
+    keys: MatchKeys
+    customer_id: int | None = None  # a converted lead's customer
+
+
+async def stored_by_keys(session: AsyncSession, phones: Collection[str],
+                         emails: Collection[str]) -> list[Stored]:
+    """Active customers and leads holding one of these phone or e-mail keys, by the
+    indexed key columns (every similar pair shares one of the two: see the docstring)."""
+    found: dict[tuple[Kind, int], Stored] = {}
+    for kind in ("customer", "lead"):
+        table = _table(kind)
+        columns = [table.c.id, *(table.c[name] for name in _KEY_COLUMNS)]
+        extra = [table.c.customer_id] if kind == "lead" else []
+        for column, values in (("phone_key", phones), ("email_key", emails)):
+            values = sorted(set(values))
+            for start in range(0, len(values), BATCH):
+                query = select(*columns, *extra).where(
+                    table.c[column].in_(values[start:start + BATCH]))
+                if kind == "customer":
+                    query = query.where(table.c.status != "merged")
+                for row in (await session.execute(query)).all():
+                    found.setdefault((kind, row.id), Stored(
+                        kind, row.id, _row_keys(row),
+                        row.customer_id if kind == "lead" else None))
+    return list(found.values())
+
+
+class KeyIndex:
+    """Records by phone and e-mail key, in memory, for deciding many probes at once (the
+    import: a chunk of rows against the stored records, and each row against the rows
+    before it in the file)."""
+
+    def __init__(self) -> None:
+        self._by_phone: dict[str, list[tuple[Any, MatchKeys]]] = defaultdict(list)
+        self._by_email: dict[str, list[tuple[Any, MatchKeys]]] = defaultdict(list)
+
+    def add(self, item: Any, keys: MatchKeys) -> None:
+        if keys.phone:
+            self._by_phone[keys.phone].append((item, keys))
+        if keys.email:
+            self._by_email[keys.email].append((item, keys))
+
+    def matches(self, probe: MatchKeys) -> list[tuple[Any, Verdict]]:
+        """Every record that is a strong or similar match of `probe`, with its verdict,
+        in the order they were added."""
+        sharing = self._by_phone.get(probe.phone, []) if probe.phone else []
+        cores = {keys.company_core for _, keys in sharing} | {probe.company_core}
+        switchboard = len(cores - {None}) >= SWITCHBOARD_CORES
+        seen: set[int] = set()
+        out = []
+        for item, keys in itertools.chain(
+                sharing, self._by_email.get(probe.email, []) if probe.email else []):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            verdict = decide(probe, keys, switchboard=switchboard)
+            if verdict.similar:
+                out.append((item, verdict))
+        return out
+
+
 # The monthly review -----------------------------------------------------------------------
 
 def _pairs_in(block: list[int], keys: list[MatchKeys], others: tuple[str, ...],

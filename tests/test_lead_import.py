@@ -360,7 +360,13 @@ async def test_c15_phone_formats_are_one_contact_and_duplicates_of_the_first_row
                "86-138 0000 0000", "１３８００００００００", " 138 0000 0000 ", "13800000000.0",
                "+8613800000000"]
     landlines = ["0755-1234 5678", "+86 755 12345678", "(0755)12345678", "075512345678转801"]
-    rows = [row(f"公司{n}", p) for n, p in enumerate([*mobiles, *landlines, "1380000000"])]
+    # One company written as people write it (C14): each row agrees on company and phone.
+    names = ["深圳示例科技有限公司", "示例科技（深圳）有限公司", "深圳市示例科技有限责任公司",
+             "示例科技"]
+    others = ["上海样例贸易有限公司", "样例贸易(上海)有限公司"]
+    rows = [row(names[n % 4], p) for n, p in enumerate(mobiles)]
+    rows += [row(others[n % 2], p) for n, p in enumerate(landlines)]
+    rows.append(row("深圳示例科技有限公司", "1380000000"))
     report = await check(rt, csv_bytes(rows))
     assert report.accepted == 2
     assert report.duplicates == [{"row": n, "of": 2, "kind": "in_file"} for n in range(3, 10)] \
@@ -369,6 +375,34 @@ async def test_c15_phone_formats_are_one_contact_and_duplicates_of_the_first_row
         {"row": 14, "field": "phone", "reason": "手机号应为11位，这里是10位"}]
     await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
     assert [lead.phone for lead in await leads(rt)] == ["13800000000", "075512345678"]
+
+
+async def test_a_number_alone_is_not_a_duplicate_but_two_agreeing_fields_are(rt):
+    header = [*HEADER, "邮箱"]
+    rows = [[*row("深圳示例科技有限公司", "13800001234"), "sales@shili.example"],
+            # the same number at another company (a shared switchboard): not the same
+            [*row("广州样本贸易有限公司", "13800001234"), ""],
+            # the same company and e-mail under a new number: the same customer
+            [*row("示例科技（深圳）有限公司", "13900005678"), "SALES@shili.example "],
+            # the same brand in another city, nothing else shared: not the same
+            [*row("北京示例科技有限公司", "13700009012"), ""]]
+    report = await check(rt, csv_bytes(rows, header))
+    assert report.duplicates == [{"row": 4, "of": 2, "kind": "in_file"}]
+    assert report.accepted == 3
+
+
+async def test_published_leads_are_found_by_the_duplicate_check_afterwards(rt):
+    from handlers.matching import find_similar, keys_for
+
+    rows = [row("深圳示例科技有限公司", "13800001234"), row("广州样例贸易有限公司", "13900005678")]
+    report = await check(rt, csv_bytes(rows))
+    await publish_import(rt, report.import_id, actor=None)
+    first, _second = await leads(rt)
+    assert (first.phone_key, first.company_core) == ("13800001234", "示例科技")
+    async with rt.sessions() as session:
+        [found] = await find_similar(session, keys_for("示例科技（深圳）有限公司", "李四",
+                                                       "+86 138 0000 1234", None))
+    assert (found.kind, found.id, found.reasons) == ("lead", first.id, ["phone", "company"])
 
 
 async def test_duplicates_of_leads_customers_and_known_external_ids_are_not_written(rt):
@@ -382,10 +416,10 @@ async def test_duplicates_of_leads_customers_and_known_external_ids_are_not_writ
         customer = Customer(company="广州样例贸易有限公司", contact="李四", phone="13800001235")
         session.add(customer)
     header = [*HEADER, "座机", "外部编号"]
-    rows = [[*row("新公司甲", "13800001234"), "", ""],
-            [*row("新公司乙", "138 0000 1235"), "", ""],
+    rows = [[*row("示例科技（深圳）有限公司", "13800001234"), "", ""],
+            [*row("广州样例贸易有限责任公司", "138 0000 1235"), "", ""],
             [*row("新公司丙", "13800001236"), "", "EXPO-1"],
-            [*row("新公司丁", ""), "0755-12345678", ""],
+            [*row("上海示例", ""), "0755-12345678", ""],
             [*row("新公司戊", "13800001237"), "", "EXPO-2"],
             [*row("新公司己", "13800001238"), "", "EXPO-2"]]
     report = await check(rt, csv_bytes(rows, header))
@@ -459,7 +493,7 @@ async def test_cancel_drops_the_staged_rows_and_publish_is_refused(rt):
 
 async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
     data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "1.38E+10"),
-                      row("广州样例贸易有限公司", "13800001234")])
+                      row("深圳市示例科技有限责任公司", "13800001234")])
     report = await check(rt, data)
     stored = await load_report(rt, report.import_id)
     assert stored == report
@@ -470,7 +504,8 @@ async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
         ["行号", "公司名称", "联系人", "手机号", "行业", "紧急程度", "来源渠道", "原因"],
         [3, None, "张三", "1.38E+10", "工业", "高", "展会",
          "公司名称：必填；手机号：号码已被Excel科学计数法截断"],
-        [4, "广州样例贸易有限公司", "张三", "13800001234", "工业", "高", "展会", "与第2行重复"],
+        [4, "深圳市示例科技有限责任公司", "张三", "13800001234", "工业", "高", "展会",
+         "与第2行重复"],
     ]
 
 
@@ -677,7 +712,7 @@ def cli_leads(tmp_path) -> int:
 def test_cli_exit_0_writes_and_prints_the_json_last(tmp_path):
     path = tmp_path / "leads.csv"
     path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234"),
-                                row("广州样例贸易有限公司", "13800001234")]))
+                                row("示例科技（深圳）有限公司", "13800001234")]))
     done = run_cli(tmp_path, "leads", "import", str(path), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
