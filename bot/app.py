@@ -30,6 +30,7 @@ def routers() -> list[Router]:
     from handlers import (
         analysis,
         conversion,
+        door,
         duty,
         engine_admin,
         entry,
@@ -40,7 +41,8 @@ def routers() -> list[Router]:
     )
 
     return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
-            duty.router, import_chat.router, engine_admin.router, analysis.router]
+            door.router, duty.router, import_chat.router, engine_admin.router,
+            analysis.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -477,6 +477,7 @@ class Stored:
     id: int
     keys: MatchKeys
     customer_id: int | None = None  # a converted lead's customer
+    status: str | None = None
 
 
 async def stored_by_keys(session: AsyncSession, phones: Collection[str],
@@ -487,7 +488,7 @@ async def stored_by_keys(session: AsyncSession, phones: Collection[str],
     for kind in ("customer", "lead"):
         table = _table(kind)
         columns = [table.c.id, *(table.c[name] for name in _KEY_COLUMNS)]
-        extra = [table.c.customer_id] if kind == "lead" else []
+        extra = [table.c.status] + ([table.c.customer_id] if kind == "lead" else [])
         for column, values in (("phone_key", phones), ("email_key", emails)):
             values = sorted(set(values))
             for start in range(0, len(values), BATCH):
@@ -498,7 +499,7 @@ async def stored_by_keys(session: AsyncSession, phones: Collection[str],
                 for row in (await session.execute(query)).all():
                     found.setdefault((kind, row.id), Stored(
                         kind, row.id, _row_keys(row),
-                        row.customer_id if kind == "lead" else None))
+                        row.customer_id if kind == "lead" else None, row.status))
     return list(found.values())
 
 
