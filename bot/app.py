@@ -38,11 +38,12 @@ def routers() -> list[Router]:
         import_chat,
         leads,
         lifecycle,
+        lookup,
     )
 
-    return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
-            door.router, duty.router, import_chat.router, engine_admin.router,
-            analysis.router]
+    return [help.router, leads.router, lookup.router, lifecycle.router, entry.router,
+            conversion.router, door.router, duty.router, import_chat.router,
+            engine_admin.router, analysis.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:
