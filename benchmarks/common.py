@@ -133,6 +133,7 @@ async def wecom_stack(roster_rows: list[dict[str, str]], **extra: str) -> AsyncI
             await asyncio.sleep(0.1)
         fake_url = url_file.read_text()
         env = bot_env(f"sqlite+aiosqlite:///{db}", port, fake_url, **extra)
+        env.setdefault("SALESBOT_HTTP__PUBLIC_URL", f"http://127.0.0.1:{port}")
         roster = work / "roster.csv"
         write_roster(roster, roster_rows)
         await asyncio.to_thread(import_roster, roster, env)

@@ -1,6 +1,7 @@
 """Runs the fake WeCom of tests/fakes on 127.0.0.1 in its own process, with its limits on.
 
-`GET /_stats` reports what it delivered and dropped, per member.
+`GET /_stats` reports what it delivered and dropped, per member; `GET /_sent?userid=` lists
+what a member was sent; `GET /_click?userid=&task_id=&key=` seals a card click.
 """
 
 from __future__ import annotations
@@ -45,7 +46,18 @@ async def main(url_file: Path) -> None:
             "members": len(received),
         })
 
+    async def sent(request: web.Request) -> web.Response:
+        return web.json_response(fake.sent_to(request.query["userid"]))
+
+    async def click(request: web.Request) -> web.Response:
+        # Sealed by this fake, so the ResponseCode it carries is one the fake knows.
+        q = request.query
+        box = fake.seal(fake.click_xml(q["userid"], q["task_id"], q["key"]))
+        return web.json_response({"params": box.params, "body": box.body})
+
     fake.app.router.add_get("/_stats", stats)
+    fake.app.router.add_get("/_sent", sent)
+    fake.app.router.add_get("/_click", click)
     url = await fake.start()
     url_file.write_text(url)
     await asyncio.Event().wait()

@@ -8,9 +8,11 @@ import sys
 
 from benchmarks import (
     bench_callbacks,
+    bench_dedupe,
     bench_dingtalk,
     bench_engine,
     bench_import,
+    bench_import_chat,
     bench_intake,
     simulate_assignment,
 )
@@ -37,6 +39,12 @@ async def main() -> int:
     print("Lead import (50,000-row xlsx by `salesbot leads import`, WeCom callbacks at "
           f"{bench_import.RATE}/s meanwhile)…", flush=True)
     results["import"] = im = await bench_import.run()
+    print("The same import from the chat: the upload page, the card's button, inside the "
+          "server…", flush=True)
+    results["import_chat"] = ic = await bench_import_chat.run()
+    print("Duplicates (100,000 customers in SQLite: the monthly scan, 1,000 checks at the "
+          "door)…", flush=True)
+    results["dedupe"] = dd = await bench_dedupe.run()
     print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
     simulated = simulate_assignment.simulate()["policies"]
     results["simulation"] = sim = {
@@ -99,7 +107,16 @@ async def main() -> int:
         _check("WeCom callbacks during the import p99 < 200 ms", im["callback_p99_ms"] < 200,
                f"p99 {im['callback_p99_ms']} ms, p50 {im['callback_p50_ms']} ms, max "
                f"{im['callback_max_ms']} ms over {im['callbacks_during_import']} callbacks"),
+        _check("the same file from the chat: checked and imported < 60 s",
+               ic["upload_status"] == 200 and ic["import_seconds"] < 60,
+               f"checked in {ic['checked_seconds']} s, imported in {ic['import_seconds']} s, "
+               f"server peak RSS {ic['server_peak_rss_mb']} MiB"),
+        _check("WeCom callbacks during the chat import p99 < 200 ms",
+               ic["callback_p99_ms"] < 200,
+               f"p99 {ic['callback_p99_ms']} ms, p50 {ic['callback_p50_ms']} ms, max "
+               f"{ic['callback_max_ms']} ms over {ic['callbacks_during_import']} callbacks"),
     ]
+    checks += [_check(name, ok, figure) for name, ok, figure in bench_dedupe.checks(dd)]
     print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
     for policy, figures in sim.items():
         print(f"  {policy}: {figures}")

@@ -22,9 +22,11 @@ from bot.app import RUNTIME
 from bot.batching import Batcher
 from bot.runtime import Runtime
 from config.settings import Settings
+from handlers.customers import Match, check_door, load_match
 from handlers.intake import DRAFT, URGENCIES, LeadInput, canonical_tag, create_leads
+from handlers.matching import keys_for
 from handlers.phones import PhoneError, parse_phone
-from storage.models import Lead, Member
+from storage.models import Customer, Lead, Member
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +186,58 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
 async def _create_batch(
     rt: Runtime, batch: list[LeadInput]
 ) -> list[tuple[dict[str, Any], bool]]:
-    """Concurrent posts share one transaction; each lead is stored and routed as alone."""
+    """Concurrent posts share one transaction; each lead is stored and routed as alone.
+
+    Before anything is stored, each post is checked against the stored leads and
+    customers (and the posts before it in the batch): a strong match is answered with
+    that record and `"linked": true`, nothing new stored; a new lead lists its similar
+    records. A known external_id is answered with its lead, as always (the first body
+    wins)."""
     async with rt.sessions() as session, session.begin():
-        results = await create_leads(session, rt, batch, rt.now(), origin="api")
-        names = await _assignee_names(session, [lead for lead, _ in results])
-        views = [(_view(lead, names), created) for lead, created in results]
+        wanted = [d.external_id for d in batch if d.external_id]
+        known = set((await session.scalars(
+            select(Lead.external_id).where(Lead.external_id.in_(wanted)))).all()) \
+            if wanted else set()
+        checks = await check_door(session, [
+            keys_for(d.company, d.contact, d.phone, d.email) for d in batch])
+        linked = {i for i, check in enumerate(checks) if batch[i].external_id not in known
+                  and (check.strong is not None or check.earlier is not None)}
+        fresh = [i for i in range(len(batch)) if i not in linked]
+        stored = await create_leads(session, rt, [batch[i] for i in fresh], rt.now(),
+                                    origin="api")
+        leads = dict(zip(fresh, stored, strict=True))
+        names = await _assignee_names(session, [lead for lead, _ in stored])
+        views: list[tuple[dict[str, Any], bool]] = []
+        for i, check in enumerate(checks):
+            if i in leads:
+                lead, created = leads[i]
+                view = _view(lead, names)
+                if created:
+                    view["similar"] = [m.as_json() for m in check.matches]
+                views.append((view, created))
+            elif check.strong is not None:
+                views.append((await _linked_view(session, check.strong), False))
+            else:
+                earlier = views[check.earlier or 0][0]
+                views.append(({**earlier, "linked": True, "kind": earlier.get("kind", "lead"),
+                               "similar": []}, False))
     if any(created for _, created in views):
         rt.outbox.wake()
     return views
+
+
+async def _linked_view(session: AsyncSession, match: Match) -> dict[str, Any]:
+    """The stored record a strong match found, as the answer's body."""
+    record = await load_match(session, match)
+    if isinstance(record, Lead):
+        return {**await lead_view(session, record), "kind": "lead", "linked": True}
+    assert isinstance(record, Customer)
+    owner = await session.get(Member, record.owner_id) if record.owner_id else None
+    return {"id": record.id, "kind": "customer", "linked": True, "status": record.status,
+            "assignee": owner.name if owner else None, "similar": [],
+            "company": record.company, "contact": record.contact, "phone": record.phone,
+            "email": record.email, "industry": record.industry,
+            "created_at": record.created_at.isoformat()}
 
 
 async def _assignee_names(session: AsyncSession, leads: list[Lead]) -> dict[int, str]:

@@ -30,6 +30,7 @@ def routers() -> list[Router]:
     from handlers import (
         analysis,
         conversion,
+        door,
         duty,
         engine_admin,
         entry,
@@ -37,12 +38,13 @@ def routers() -> list[Router]:
         import_chat,
         leads,
         lifecycle,
+        lookup,
         merge_chat,
     )
 
-    return [help.router, leads.router, lifecycle.router, entry.router, conversion.router,
-            duty.router, import_chat.router, engine_admin.router, analysis.router,
-            merge_chat.router]
+    return [help.router, leads.router, lookup.router, lifecycle.router, entry.router,
+            conversion.router, door.router, duty.router, import_chat.router,
+            engine_admin.router, analysis.router, merge_chat.router]
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -124,6 +124,7 @@ def _leads(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.lead_import import (
         ImportError,
         ImportOptions,
+        cli_failure,
         import_leads_cli,
         parse_defaults,
         template_cli,
@@ -134,8 +135,7 @@ def _leads(args: argparse.Namespace, settings: Settings) -> int:
     try:
         defaults = parse_defaults(args.default)
     except ImportError as exc:
-        print(f"salesbot: {exc}", file=sys.stderr)
-        return 2
+        return cli_failure(f"salesbot: {exc}", as_json=args.json)
     options = ImportOptions(sheet=args.sheet, defaults=defaults,
                             skip_invalid=args.skip_invalid)
     return asyncio.run(import_leads_cli(settings, Path(args.file), options,

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.metrics import Metrics
 from config.settings import Settings
+from handlers.matching import keep_keys_current
 from scheduler.calendar import NO_EXTRA, CalendarExtra
 from storage.db import Sessions, create_engine, is_sqlite
 
@@ -39,6 +40,7 @@ class Runtime:
         self.settings = settings
         self.engine = engine or create_engine(settings.database.url)
         self.sessions = Sessions(self.engine)
+        keep_keys_current()  # the duplicate checks' keys follow every ORM write
         self.is_sqlite = is_sqlite(settings.database.url)
         self.metrics = Metrics()
         self.clock: Callable[[], datetime] = system_clock

@@ -374,6 +374,10 @@ def could_work_today(rep: RepState, now: datetime, zone: ZoneInfo) -> bool:
 # An import being assigned holds its leads; when its lease runs out (a crash), the sweep
 # resumes its hand-out (handlers.lead_import.resume_imports) and the queue never sees them.
 IMPORT_LEASE = timedelta(minutes=10)
+# A lead announced in a digest (an import's hand-out) waits a working day for its accept
+# from /我的线索: nobody accepts two hundred leads within a card's half hour.
+DIGEST_ACCEPT_MINUTES = 480
+DIGEST_EXPIRY_BATCH = 200
 
 
 def _queued(rt: Runtime) -> tuple:
@@ -405,9 +409,19 @@ async def expire_offers(rt: Runtime) -> int:
             .where(Assignment.state == "offered", Card.delivered_at.is_not(None))
             .order_by(Assignment.id)
         )).all()
-        for assignment, delivered_at in rows:
-            deadline = add_working_minutes(delivered_at, settings.accept_minutes,
-                                           settings.hours, rt.settings.zone, rt.calendar_extra)
+        # Leads announced in a digest have no card: a working day from the offer, a few
+        # hundred a pass (each is re-routed with a card of its own).
+        digested = (await session.scalars(
+            select(Assignment)
+            .where(Assignment.state == "offered", Assignment.card_id.is_(None),
+                   Assignment.offered_at < now - timedelta(minutes=DIGEST_ACCEPT_MINUTES))
+            .order_by(Assignment.id).limit(DIGEST_EXPIRY_BATCH)
+        )).all()
+        windows = [(a, delivered_at, settings.accept_minutes) for a, delivered_at in rows]
+        windows += [(a, a.offered_at, DIGEST_ACCEPT_MINUTES) for a in digested]
+        for assignment, since, minutes in windows:
+            deadline = add_working_minutes(since, minutes, settings.hours, rt.settings.zone,
+                                           rt.calendar_extra)
             if deadline > now:
                 continue
             lead = await session.get(Lead, assignment.lead_id)
@@ -419,7 +433,7 @@ async def expire_offers(rt: Runtime) -> int:
             await close_offer_card(session, rt, assignment, T_EXPIRED_STATUS)
             audit(session, None, "lead.expire", "lead", lead.id, {"rep": rep.name}, None, now)
             await reroute(session, rt, lead, rep, now,
-                          T_WHAT_EXPIRED.format(minutes=settings.accept_minutes))
+                          T_WHAT_EXPIRED.format(minutes=minutes))
             expired += 1
     if expired:
         rt.outbox.wake()

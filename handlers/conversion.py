@@ -16,9 +16,10 @@ from bot.outbox import open_cards, update_card
 from bot.router import Router, is_number
 from cards.model import Button, CardField, CardModel
 from handlers.assignment import lead_fields, manager_of
-from handlers.customers import convert_lead
+from handlers.customers import convert_lead, matching_customer
 from handlers.leads import STATUS_NAMES
-from storage.models import Approval, FollowUp, Lead, Member, PendingReply
+from handlers.phones import mask_phone
+from storage.models import Approval, Customer, FollowUp, Lead, Member, PendingReply
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -56,6 +57,9 @@ T_APPROVED = "已同意：线索 #{id} 已转化为客户 #{customer}（{company
 T_LINKED = "已同意：线索 #{id} 与已有客户 #{customer}（{company}）相同，已关联，未重复创建。"
 T_APPROVED_REP = "您的线索 #{id}（{company}）已由 {name} 同意转化，客户编号 #{customer}。"
 T_LINKED_REP = "您的线索 #{id}（{company}）已由 {name} 同意转化，关联到已有客户 #{customer}。"
+T_SIMILAR = "检测到相似客户：{contact} | {company} | {phone}（客户 #{id}，负责人 {owner}）"
+T_LINK = "关联到客户 #{id}"
+T_CREATE = "仍新建客户"
 T_REJECT_ASK = "请回复驳回线索 #{id} 转化申请的原因，{rep} 会收到。"
 T_REJECTED_STATUS = "{name} 已于 {at} 驳回（{reason}）"
 T_REJECTED = "已驳回线索 #{id} 的转化申请，已把原因告知 {rep}。"
@@ -122,7 +126,11 @@ async def request_conversion(ctx: Context, args: str) -> None:
                         state="pending", created_at=ctx.now)
     ctx.session.add(approval)
     await ctx.session.flush()
-    card = approval_card(approval, lead, ctx.member, done, ctx.rt)
+    similar = await matching_customer(ctx.session, lead)
+    owner = await ctx.session.get(Member, similar.owner_id) if similar and similar.owner_id \
+        else None
+    card = approval_card(approval, lead, ctx.member, done, ctx.rt, similar=similar,
+                         similar_owner=owner)
     for manager in managers:
         await ctx.send(manager, card)
     ctx.audit("approval.request", "approval", approval.id, None,
@@ -132,17 +140,28 @@ async def request_conversion(ctx: Context, args: str) -> None:
 
 
 def approval_card(
-    approval: Approval, lead: Lead, rep: Member, follow_ups: int, rt: Runtime
+    approval: Approval, lead: Lead, rep: Member, follow_ups: int, rt: Runtime, *,
+    similar: Customer | None = None, similar_owner: Member | None = None,
 ) -> CardModel:
+    """The manager's card; with a similar customer already on file, the manager links the
+    lead to it or creates a new customer anyway, instead of a plain approve."""
     fields = lead_fields(lead, rt) + [
         CardField(T_OWNER, rep.name),
         CardField(T_FOLLOW_UPS, T_FOLLOW_UPS_VALUE.format(n=follow_ups)),
     ]
+    buttons = [Button(T_APPROVE, f"approve:{approval.id}", "primary")]
+    description = T_CARD_DESC.format(rep=rep.name)
+    if similar is not None:
+        description += "\n" + T_SIMILAR.format(
+            contact=similar.contact, company=similar.company, phone=mask_phone(similar.phone),
+            id=similar.id, owner=similar_owner.name if similar_owner else "-")
+        buttons = [Button(T_LINK.format(id=similar.id), f"link:{approval.id}:approval",
+                          "primary"),
+                   Button(T_CREATE, f"create:{approval.id}:approval")]
     return CardModel(
         title=T_CARD_TITLE.format(id=lead.id), kind="approval", object_id=approval.id,
-        description=T_CARD_DESC.format(rep=rep.name), fields=fields,
-        buttons=[Button(T_APPROVE, f"approve:{approval.id}", "primary"),
-                 Button(T_REJECT, f"reject:{approval.id}", "danger")],
+        description=description, fields=fields,
+        buttons=[*buttons, Button(T_REJECT, f"reject:{approval.id}", "danger")],
     )
 
 
@@ -191,13 +210,21 @@ async def _close_cards(ctx: Context, approval: Approval, status: str) -> None:
 
 @router.action("approve")
 async def approve(ctx: Context, object_id: str, option: str | None) -> None:
+    await decide(ctx, object_id, "approve")
+
+
+async def decide(ctx: Context, object_id: str, how: str) -> None:
+    """approve: a new customer, or the one the lead already is; link: the similar
+    customer the card showed; create: a new customer although one looked similar."""
     found = await _clicked_approval(ctx, object_id)
     if found is None:
         return
     approval, lead, rep = found
     await ctx.clear_expectation("reject_reason", approval.id)
+    link_to = await matching_customer(ctx.session, lead) if how == "link" else None
     customer, created = await convert_lead(ctx.session, lead, ctx.now, owner=rep,
-                                           actor=ctx.member)
+                                           actor=ctx.member, link_to=link_to,
+                                           create=how == "create")
     approval.state, approval.decided_at = "approved", ctx.now
     approval.decided_by_id = ctx.member.id
     ctx.audit("approval.approve", "approval", approval.id, {"state": "pending"},

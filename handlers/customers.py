@@ -1,66 +1,139 @@
 """Customers: the one place a customer is created (an approved conversion), and the
-checks for an existing lead or customer before anything new is stored.
+check every entry point makes for an existing lead or customer before it stores one.
 
-Matching is exact for now (the normalised phone; company and contact); fuzzy matching
-belongs to the duplicates work and extends `find_duplicate` and `matching_customer`.
-The approval around a conversion lives in handlers.conversion.
+The check is handlers.matching's rule: strong (mobile, company and contact) means the
+record exists and nothing new is stored; similar (two of company, phone and e-mail) is
+shown to whoever creates, who links to it or creates anyway. The approval around a
+conversion lives in handlers.conversion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
 from handlers.assignment import set_status
+from handlers.matching import (
+    KeyIndex,
+    MatchKeys,
+    Stored,
+    Verdict,
+    keys_for,
+    stored_by_keys,
+)
 from storage.models import Customer, Lead, Member
 
 T_CONVERTED = "转化审批通过"
 T_LINKED = "转化审批通过，关联已有客户"
+SIMILAR_SHOWN = 5
 
 
-MERGE_CHAIN = 10  # merged into a record merged in turn: followed this far at most
+@dataclass(slots=True)
+class Match:
+    kind: str  # lead | customer
+    id: int
+    score: int
+    reasons: list[str]
+    strong: bool
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "score": self.score,
+                "reason": self.reasons}
 
 
-async def surviving(session: AsyncSession, customer: Customer | None) -> Customer | None:
-    """The record a merged-away customer lives on now (the customer itself when it was
-    not merged away): a match on its old values is a match on the survivor."""
-    for _ in range(MERGE_CHAIN):
-        if customer is None or customer.merged_into_id is None:
-            return customer
-        customer = await session.get(Customer, customer.merged_into_id)
-    return customer
+@dataclass(slots=True)
+class DoorCheck:
+    """What the check found for one new record: its matches, best first (a strong one
+    first of all), and, in a batch, the earlier item of the same batch it strongly
+    matches."""
+
+    matches: list[Match] = field(default_factory=list)
+    earlier: int | None = None
+
+    @property
+    def strong(self) -> Match | None:
+        return self.matches[0] if self.matches and self.matches[0].strong else None
 
 
-async def find_duplicate(session: AsyncSession, phone: str) -> Customer | Lead | None:
-    """An existing customer, else lead, with this normalised phone: the check every entry
-    point makes before it stores a lead."""
-    customer = await surviving(session, await session.scalar(
-        select(Customer).where(Customer.phone == phone).order_by(Customer.id).limit(1)))
-    if customer is not None:
-        return customer
-    return await session.scalar(select(Lead).where(Lead.phone == phone).order_by(Lead.id).limit(1))
+def lead_keys(lead: Lead) -> MatchKeys:
+    return keys_for(lead.company, lead.contact, lead.phone or lead.landline, lead.email)
+
+
+async def check_door(
+    session: AsyncSession, probes: Sequence[MatchKeys], *,
+    exclude: Sequence[tuple[str, int]] = (), customers_only: bool = False,
+) -> list[DoorCheck]:
+    """The matches of each probe among the stored leads and customers, in two indexed
+    queries a table for the whole batch; a probe that strongly matches an earlier probe
+    of the batch says which. A converted lead is reported as its customer; `exclude`
+    holds records not to report (the draft being checked itself)."""
+    phones = {p.phone for p in probes if p.phone}
+    emails = {p.email for p in probes if p.email}
+    stored = await stored_by_keys(session, phones, emails) if phones or emails else []
+    index = KeyIndex()
+    for record in stored:
+        if record.status != "draft":  # a chat draft is not a lead until its tags are in
+            index.add(record, record.keys)
+    skip = set(exclude)
+    batch = KeyIndex()
+    out = []
+    for position, probe in enumerate(probes):
+        best: dict[tuple[str, int], Verdict] = {}
+        for record, verdict in index.matches(probe):
+            target = _target(record)
+            if target in skip or (customers_only and target[0] != "customer"):
+                continue
+            known = best.get(target)
+            if known is None or (verdict.strong, verdict.score) > (known.strong, known.score):
+                best[target] = verdict
+        ranked = sorted(best.items(), key=lambda item: (
+            not item[1].strong, item[0][0] != "customer", -item[1].score, item[0][1]))
+        check = DoorCheck([Match(kind, object_id, v.score, v.reasons, v.strong)
+                           for (kind, object_id), v in ranked[:SIMILAR_SHOWN]])
+        if check.strong is None:
+            earlier = [i for i, verdict in batch.matches(probe) if verdict.strong]
+            check.earlier = min(earlier, default=None)
+        batch.add(position, probe)
+        out.append(check)
+    return out
+
+
+def _target(record: Stored) -> tuple[str, int]:
+    if record.kind == "lead" and record.customer_id is not None:
+        return ("customer", record.customer_id)
+    return (record.kind, record.id)
+
+
+async def load_match(session: AsyncSession, match: Match) -> Lead | Customer | None:
+    model = Customer if match.kind == "customer" else Lead
+    return await session.get(model, match.id)
 
 
 async def matching_customer(session: AsyncSession, lead: Lead) -> Customer | None:
-    """The customer this lead already is: the same normalised phone, or the same company
-    and contact."""
-    same = and_(Customer.company == lead.company.strip(),
-                Customer.contact == lead.contact.strip())
-    if lead.phone:
-        same = or_(Customer.phone == lead.phone, same)
-    return await surviving(session, await session.scalar(
-        select(Customer).where(same).order_by(Customer.id).limit(1)))
+    """The customer this lead already is: a strong match, else the best similar one."""
+    [check] = await check_door(session, [lead_keys(lead)], exclude=[("lead", lead.id)],
+                               customers_only=True)
+    if not check.matches:
+        return None
+    customer = await session.get(Customer, check.matches[0].id)
+    return customer if customer is not None and customer.status != "merged" else None
 
 
 async def convert_lead(
-    session: AsyncSession, lead: Lead, now: datetime, *, owner: Member, actor: Member
+    session: AsyncSession, lead: Lead, now: datetime, *, owner: Member, actor: Member,
+    link_to: Customer | None = None, create: bool = False,
 ) -> tuple[Customer, bool]:
     """Make the lead a customer owned by `owner`, or link it to the customer it already
-    is; returns (customer, created). The lead becomes `converted`."""
-    customer = await matching_customer(session, lead)
+    is (`link_to`, else the best match unless `create`: the approver saw the similar
+    customer and chose a new one); returns (customer, created). The lead becomes
+    `converted`."""
+    customer = link_to
+    if customer is None and not create:
+        customer = await matching_customer(session, lead)
     created = customer is None
     if customer is None:
         customer = Customer(

@@ -11,13 +11,15 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy import delete, select
+
 from bot.context import Context
 from bot.outbox import open_cards, update_card
 from bot.router import Router, is_number
-from cards.model import Button, CardModel
+from cards.model import Button, CardField, CardModel
 from config.settings import Settings
 from handlers.assignment import lead_fields
-from handlers.customers import find_duplicate
+from handlers.customers import Match, check_door, lead_keys, load_match
 from handlers.intake import (
     DRAFT,
     URGENCIES,
@@ -26,8 +28,9 @@ from handlers.intake import (
     create_lead,
     publish_draft,
 )
+from handlers.matching import keys_for
 from handlers.phones import PhoneError, mask_phone, parse_phone
-from storage.models import Customer, Lead, Member, PendingReply
+from storage.models import Customer, Lead, LeadStatusChange, Member, PendingReply
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -43,10 +46,23 @@ T_MISSING = "需要公司、联系人和电话三项。" + T_USAGE
 T_UNCLEAR = ("分不清哪个是公司、哪个是联系人（联系人写 2–4 个字的姓名，公司名最好带"
              "「公司」「科技」等字样）。" + T_USAGE)
 T_TOO_LONG = "公司名太长了（最多 {n} 个字）。"
-T_DUPLICATE_LEAD = ("已有相同电话的线索 #{id}（{company} · {contact} · {phone}，{owner}），"
-                    "没有重复录入。")
-T_DUPLICATE_CUSTOMER = ("已有相同电话的客户 #{id}（{company} · {contact} · {phone}，"
-                        "负责人 {owner}），没有重复录入。")
+T_SIMILAR_TITLE = "检测到相似客户"
+T_SIMILAR = "检测到相似客户：{contact} | {company} | {phone}"
+T_SIMILAR_WHICH = "已有记录"
+T_SIMILAR_OWNER = "负责人"
+T_SIMILAR_SAME = "相同之处"
+T_SIMILAR_NEW = "您录入的"
+T_KIND_CUSTOMER, T_KIND_LEAD = "客户", "线索"
+REASON_NAMES = {"strong": "手机、公司、联系人都相同", "phone": "电话", "email": "邮箱",
+                "company": "公司名称"}
+T_LINK_BUTTON = "关联到已有记录"
+T_CREATE_BUTTON = "仍然新建"
+T_LINKED_STATUS = "已关联到{kind} #{id}，未新建"
+T_CREATED_STATUS = "已确认不是同一客户，继续新建"
+T_GONE_STATUS = "已有记录已变化，继续新建"
+T_LINKED_REPLY = ("已关联到{kind} #{id}（{company} · {contact} · {phone}，负责人 {owner}），"
+                  "没有新建线索。")
+T_SIMILAR_GONE = "刚才那条相似记录已经不在了，线索 #{id} 照常新建。"
 T_OWNER = "负责人 {name}"
 T_NO_OWNER = "待分配"
 T_ASK_TITLE = "补全线索 #{id} 的标签"
@@ -232,39 +248,115 @@ async def new_lead(ctx: Context, args: str) -> None:
         await ctx.reply(str(error))
         ctx.outcome = "bad_input"
         return
-    if await _told_duplicate(ctx, entry):
+    mine = await ctx.session.scalar(
+        select(Lead).where(Lead.status == DRAFT, Lead.created_by_id == ctx.member.id,
+                           Lead.phone == entry.phone).order_by(Lead.id.desc()).limit(1))
+    if mine is not None:
+        ctx.outcome = "duplicate"  # my own draft, typed again: ask for its tags again
+        await _ask(ctx, mine)
         return
     data = LeadInput(company=entry.company, contact=entry.contact, phone=entry.phone,
                      industry=entry.tags.get("industry"), urgency=entry.tags.get("urgency"),
                      source=entry.tags.get("source"))
-    draft = any(name not in entry.tags for name in TAG_FIELDS)
+    [check] = await check_door(ctx.session, [keys_for(entry.company, entry.contact,
+                                                      entry.phone, None)])
+    draft = bool(check.matches) or any(name not in entry.tags for name in TAG_FIELDS)
     lead, _ = await create_lead(ctx.session, ctx.rt, data, ctx.now, origin="chat",
                                 creator=ctx.member, draft=draft)
-    if draft:
+    if check.matches:
+        ctx.outcome = "similar"
+        await ctx.reply(await similar_card(ctx, lead, check.matches[0]))
+    elif draft:
         await _ask(ctx, lead)
     else:
         await _announce(ctx, lead)
 
 
-async def _told_duplicate(ctx: Context, entry: Entry) -> bool:
-    """Say which lead or customer has this phone already; my own draft is asked again."""
-    found = await find_duplicate(ctx.session, entry.phone)
-    if found is None:
-        return False
-    ctx.outcome = "duplicate"
-    if isinstance(found, Lead) and found.status == DRAFT and found.created_by_id == ctx.member.id:
-        await _ask(ctx, found)
-        return True
+async def similar_card(ctx: Context, lead: Lead, match: Match) -> CardModel:
+    """检测到相似客户：张伟 | 深圳示例科技 | 138****5678, with link / create anyway."""
+    found = await load_match(ctx.session, match)
+    assert found is not None
     owner_id = found.owner_id if isinstance(found, Customer) else found.assignee_id
     owner = await ctx.session.get(Member, owner_id) if owner_id else None
-    shown = {"id": found.id, "company": found.company, "contact": found.contact,
-             "phone": mask_phone(found.phone)}
-    if isinstance(found, Customer):
-        await ctx.reply(T_DUPLICATE_CUSTOMER.format(**shown, owner=owner.name if owner else "-"))
-    else:
-        who = T_OWNER.format(name=owner.name) if owner else T_NO_OWNER
-        await ctx.reply(T_DUPLICATE_LEAD.format(**shown, owner=who))
-    return True
+    kind = T_KIND_CUSTOMER if isinstance(found, Customer) else T_KIND_LEAD
+    return CardModel(
+        title=T_SIMILAR_TITLE, kind="similar", object_id=lead.id,
+        description=T_SIMILAR.format(contact=found.contact, company=found.company,
+                                     phone=mask_phone(found.phone or _landline(found))),
+        fields=[CardField(T_SIMILAR_WHICH, f"{kind} #{found.id}"),
+                CardField(T_SIMILAR_OWNER, owner.name if owner else T_NO_OWNER),
+                CardField(T_SIMILAR_SAME, same_fields(match.reasons)),
+                CardField(T_SIMILAR_NEW, f"{lead.company} · {lead.contact} · "
+                                         f"{mask_phone(lead.phone)}")],
+        buttons=[Button(T_LINK_BUTTON, f"link:{lead.id}", "primary"),
+                 Button(T_CREATE_BUTTON, f"create:{lead.id}")],
+    )
+
+
+def same_fields(reasons: list[str]) -> str:
+    """"电话、公司名称"; a strong match says so alone."""
+    if "strong" in reasons:
+        return REASON_NAMES["strong"]
+    return "、".join(REASON_NAMES[r] for r in reasons if r in REASON_NAMES)
+
+
+def _landline(record: Lead | Customer) -> str | None:
+    return record.landline if isinstance(record, Lead) else None
+
+
+async def link_draft(ctx: Context, object_id: str) -> None:
+    """link: the typed lead is the record the card showed; the draft goes, nothing new
+    is stored, and the rep hears whose it is."""
+    card = await ctx.clicked_card()
+    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed")
+    if lead is None:
+        return
+    [check] = await check_door(ctx.session, [lead_keys(lead)], exclude=[("lead", lead.id)])
+    found = await load_match(ctx.session, check.matches[0]) if check.matches else None
+    if found is None:
+        await _close_similar(ctx, lead, T_GONE_STATUS)
+        await ctx.reply(T_SIMILAR_GONE.format(id=lead.id))
+        await _carry_on(ctx, lead)
+        return
+    owner_id = found.owner_id if isinstance(found, Customer) else found.assignee_id
+    owner = await ctx.session.get(Member, owner_id) if owner_id else None
+    kind = T_KIND_CUSTOMER if isinstance(found, Customer) else T_KIND_LEAD
+    ctx.audit("lead.link", "lead", lead.id,
+              {"company": lead.company, "contact": lead.contact, "phone": lead.phone},
+              {"linked_to": f"{'customer' if isinstance(found, Customer) else 'lead'}:"
+                            f"{found.id}"})
+    await _close_similar(ctx, lead, T_LINKED_STATUS.format(kind=kind, id=found.id))
+    await ctx.clear_expectation("tags", lead.id)
+    await ctx.session.execute(delete(LeadStatusChange).where(LeadStatusChange.lead_id == lead.id))
+    await ctx.session.delete(lead)
+    await ctx.reply(T_LINKED_REPLY.format(
+        kind=kind, id=found.id, company=found.company, contact=found.contact,
+        phone=mask_phone(found.phone or _landline(found)),
+        owner=owner.name if owner else T_NO_OWNER))
+
+
+async def create_anyway(ctx: Context, object_id: str) -> None:
+    """create: the rep says the typed lead is someone else; it goes on as any new lead."""
+    card = await ctx.clicked_card()
+    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed")
+    if lead is None:
+        return
+    ctx.audit("lead.create_anyway", "lead", lead.id, None, {"company": lead.company})
+    await _close_similar(ctx, lead, T_CREATED_STATUS)
+    await _carry_on(ctx, lead)
+
+
+async def _carry_on(ctx: Context, lead: Lead) -> None:
+    if missing_tags(lead):
+        await _ask(ctx, lead)
+        return
+    await publish_draft(ctx.session, ctx.rt, lead, ctx.now, creator=ctx.member)
+    await _announce(ctx, lead)
+
+
+async def _close_similar(ctx: Context, lead: Lead, status: str) -> None:
+    for card in await open_cards(ctx.session, "similar", lead.id, ctx.member.id):
+        await update_card(ctx.session, ctx.rt, card, CardModel.from_json(card.body).closed(status))
 
 
 async def _ask(ctx: Context, lead: Lead) -> None:

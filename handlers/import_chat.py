@@ -20,6 +20,7 @@ from bot.context import Context
 from bot.outbox import enqueue, open_cards, update_card
 from bot.router import ROLE_NAMES, Router
 from cards.model import Button, CardField, CardModel
+from handlers import import_worker
 from handlers.tabular import TableError
 from storage.models import Lead, LeadImport, Member
 
@@ -102,6 +103,8 @@ T_ASSIGNED_ONE = "{name} {n} 条"
 T_QUEUED = "{n} 条在待分配队列"
 T_NOBODY = "暂无人可分配"
 T_DONE_STATUS = "{name} 已于 {at} 导入 {n} 条"
+T_RESUMED = "导入「{name}」曾因服务中断停在分配这一步，现已自动完成：写入 {n} 条，{where}。"
+T_RESUMED_STATUS = "已于 {at} 自动完成导入 {n} 条（服务中断后继续）"
 T_PUBLISH_FAILED = "导入失败了，没有写入任何线索：{reason}。请稍后重试或联系管理员。"
 T_FAILED_STATUS = "导入失败，未写入"
 T_CANCELLED = "已取消导入「{name}」，没有写入任何线索。"
@@ -239,20 +242,17 @@ async def check_and_report(rt: Runtime, member_id: int, data: bytes, filename: s
         member = await session.get(Member, member_id)
     assert member is not None
     core = _core()
-    notes = ProgressNotes(rt, member_id, channel, T_CHECK_PROGRESS)
+    notes = import_worker.Notes(member_id, channel, T_CHECK_PROGRESS, PROGRESS_STEP)
     try:
-        report = await core.check_import(rt, data, filename, core.ImportOptions(),
-                                         actor=member, origin="chat", progress=notes)
+        report = await import_worker.check(rt, data, filename, core.ImportOptions(),
+                                           actor_id=member.id, origin="chat", notes=notes)
     except (core.ImportError, TableError) as exc:
-        await notes.close()
         await tell(rt, member_id, channel, T_UNREADABLE.format(name=filename, reason=exc))
         return Checked(error=str(exc))
     except Exception:
         log.exception("import check of a %d-byte file failed", len(data))
-        await notes.close()
         await tell(rt, member_id, channel, T_CHECK_FAILED.format(name=filename))
         return Checked(error=T_CHECK_FAILED.format(name=filename))
-    await notes.close()
     if report.import_id is not None and report.accepted == 0:
         # Nothing to confirm: the import is closed at once, its problems still shown.
         try:
@@ -451,21 +451,18 @@ async def cancel_clicked(ctx: Context, object_id: str, option: str | None) -> No
 
 
 async def _publish(rt: Runtime, import_id: int, member_id: int, channel: str | None) -> None:
-    async with rt.sessions() as session:
-        member = await session.get(Member, member_id)
     core = _core()
-    notes = ProgressNotes(rt, member_id, channel, T_WRITE_PROGRESS)
+    notes = import_worker.Notes(member_id, channel, T_WRITE_PROGRESS, PROGRESS_STEP)
     try:
-        report = await core.publish_import(rt, import_id, actor=member, skip_invalid=True,
-                                           progress=notes)
+        report = await import_worker.publish(rt, import_id, actor_id=member_id,
+                                             skip_invalid=True, notes=notes)
     except Exception as exc:
         log.exception("import %s could not be published", import_id)
-        await notes.close()
         reason = str(exc) if isinstance(exc, core.ImportError | TableError) else type(exc).__name__
         await _finish(rt, import_id, member_id, channel, T_FAILED_STATUS,
                       T_PUBLISH_FAILED.format(reason=reason))
         return
-    await notes.close()
+    rt.outbox.wake()  # the worker's digests are in the outbox
     async with rt.sessions() as session:
         where = await _where(session, import_id)
         who = await session.get(Member, member_id)
@@ -486,6 +483,19 @@ async def _where(session: Any, import_id: int) -> str:
         select(func.count(Lead.id)).where(Lead.import_id == import_id,
                                           Lead.assignee_id.is_(None)))
     return where_they_went([(name, n) for name, n in rows], queued or 0)
+
+
+async def resumed(rt: Runtime, import_id: int, written: int) -> None:
+    """An import a crash stopped during its hand-out was finished by the sweep: its card
+    is closed and the importer hears where the leads went."""
+    async with rt.sessions() as session:
+        imp = await session.get(LeadImport, import_id)
+        if imp is None or imp.actor_id is None:
+            return
+        where = await _where(session, import_id)
+    await _finish(rt, import_id, imp.actor_id, None,
+                  T_RESUMED_STATUS.format(at=_stamp(rt), n=written),
+                  T_RESUMED.format(name=imp.filename, n=written, where=where))
 
 
 async def _cancel(rt: Runtime, import_id: int, member_id: int, channel: str | None) -> None:

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import audit
 from handlers.assignment import fair_allowance, rep_states, route_leads
 from handlers.intake import URGENCIES, canonical_tag
-from handlers.phones import PhoneError, parse_phone
+from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
+from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
     PLACEHOLDERS,
     CellError,
@@ -43,7 +44,6 @@ from handlers.tabular import (
 )
 from storage.models import (
     AuditLog,
-    Customer,
     Lead,
     LeadImport,
     LeadImportRow,
@@ -62,7 +62,7 @@ Progress = Callable[[int, int], Awaitable[None]]
 COLUMNS = (
     Column("company", ("公司名称", "客户名称", "企业名称")),
     Column("contact", ("联系人", "姓名")),
-    Column("phone", ("手机号", "手机", "电话", "联系电话")),
+    Column("phone", ("手机号", "手机", "电话", "联系电话"), overflow="landline"),
     Column("landline", ("座机", "固话")),
     Column("email", ("邮箱", "电子邮箱")),
     Column("industry", ("行业",)),
@@ -87,10 +87,15 @@ WRITE_CHUNK = 500
 # Leads routed per transaction after a publish (each offer writes three rows).
 ROUTE_CHUNK = 50
 DIGEST_IDS = 5
+# A checked import waits this long for 导入 or 取消; its problem rows are kept as long as
+# the link to them lives (bot.uploads: 72 hours), then deleted.
+CHECKED_KEEP = timedelta(hours=24)
+PROBLEMS_KEEP = timedelta(hours=72)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
                    r"(?:[ T]+(\d{1,2})[:：](\d{2})(?:[:：](\d{2}))?)?")
+_COMPACT_DATE = re.compile(r"((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _YEARS = (1990, 2100)
 
@@ -106,12 +111,14 @@ T_LOST_ZERO_ONLY = "疑似丢失区号前导0，且没有其他可用的电话�
 T_NOT_LANDLINE = "应为带区号的座机号，这是手机号"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
-T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03 或 Excel 日期）"
+T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
 T_DATE_RANGE = "日期超出范围（{low}–{high} 年）"
 T_UNKNOWN_DEFAULT = "--default 的字段“{field}”不存在（可用：{fields}）"
 T_BAD_DEFAULT = "--default {field}={value} 无效：{reason}"
 T_DEFAULT_FORM = "--default 应写作 字段=值，例如 --default 来源=展会"
 T_IGNORED_COLUMN = "未知的列，已忽略"
+T_REPEATED_COLUMN = "与前面的列重复，已忽略"
+T_LOST_ZERO_NOTE = "座机（疑似丢失区号前导0，待核对）：{digits}"
 T_NO_IMPORT = "找不到导入批次 #{id}"
 T_CANCELLED = "导入批次 #{id} 已取消，不能再导入"
 T_REASON = "原因"
@@ -122,7 +129,8 @@ T_DUP_CUSTOMER = "与已有客户 #{of} 重复"
 T_DUP_EXTERNAL = "外部编号已导入过（线索 #{of}）"
 T_OWNER_REASON = "导入（负责人）"
 T_IMPORTED = "导入"
-T_DIGEST = "导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受"
+T_DIGEST = ("导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受；"
+            "一个工作日内未接受的线索会转给其他同事")
 T_CLI_ROW = "第{row}行 {field}: {reason}"
 T_CLI_DUP = "第{row}行 重复: {reason}（未导入）"
 T_CLI_WARN = "第{row}行 {field}: {message}（提示）"
@@ -190,10 +198,12 @@ class CheckedRow:
     raw: dict[str, str | None] = field(default_factory=dict)
 
     @property
-    def keys(self) -> list[str]:
-        """The numbers that identify the contact: without extension, phone first."""
-        return [n.split("-", 1)[0] for n in (self.lead.get("phone"), self.lead.get("landline"))
-                if n]
+    def match(self) -> MatchKeys:
+        """What the duplicate check compares: as a stored lead's keys (its phone, else its
+        landline)."""
+        lead = self.lead
+        return keys_for(lead.get("company"), lead.get("contact"),
+                        lead.get("phone") or lead.get("landline"), lead.get("email"))
 
 
 def _blank(value: CellValue) -> bool:
@@ -235,7 +245,7 @@ def _lost_zero(text: str) -> bool:
         return False
 
 
-def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> str | None:
+def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> Phone | None:
     if _blank(value):
         return None
     text = cell_text(int(value) if isinstance(value, float) and value.is_integer() else value)
@@ -245,12 +255,9 @@ def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> str 
         warnings.append((name, T_LOST_ZERO))  # for review: never guessed
         return None
     try:
-        phone = parse_phone(text)
+        return parse_phone(text)
     except PhoneError as exc:
         raise CellError(str(exc)) from None
-    if name == "landline" and phone.kind != "landline":
-        raise CellError(T_NOT_LANDLINE)
-    return phone.stored
 
 
 def _tag(value: CellValue, choices: dict[str, str]) -> str:
@@ -271,19 +278,14 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
         return None
     if isinstance(value, bool) or isinstance(value, time):
         raise CellError(T_DATE)
+    if isinstance(value, int) and _COMPACT_DATE.fullmatch(str(value)):
+        value = str(value)  # 20240103 typed into a number cell: no serial is that large
     if isinstance(value, str):
         text = unicodedata.normalize("NFKC", value).strip()
         if re.fullmatch(r"\d{5}(?:\.\d+)?", text):
             value = float(text)  # a serial saved as text by a csv export
         else:
-            match = _DATE.fullmatch(text)
-            if match is None:
-                raise CellError(T_DATE)
-            y, m, d, hh, mm, ss = (int(g) if g else 0 for g in match.groups())
-            try:
-                value = datetime(y, m, d, hh, mm, ss)
-            except ValueError:
-                raise CellError(T_DATE) from None
+            value = _date_text(text)
     if isinstance(value, int | float):
         try:
             value = datetime.combine(_EXCEL_EPOCH, time()) + timedelta(days=float(value))
@@ -298,6 +300,26 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     return value.astimezone(UTC)
+
+
+def _date_text(text: str) -> datetime:
+    """2024-01-03, 2024/1/3, 2024年1月3日 (with a time or not), 20240103, or ISO 8601
+    with a zone (2024-01-03T09:30:00+08:00)."""
+    compact = _COMPACT_DATE.fullmatch(text)
+    match = _DATE.fullmatch(text)
+    if compact is not None:
+        parts = tuple(int(g) for g in compact.groups()) + (0, 0, 0)
+    elif match is not None:
+        parts = tuple(int(g) if g else 0 for g in match.groups())
+    else:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise CellError(T_DATE) from None
+    try:
+        return datetime(*parts)
+    except ValueError:
+        raise CellError(T_DATE) from None
 
 
 def _owner(value: CellValue, rules: Rules) -> int | None:
@@ -349,15 +371,29 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
     for name in ("company", "contact"):
         if name in parsed and parsed[name] is None:
             refusals.append((name, T_REQUIRED))
+    mobile, landline = parsed.get("phone"), parsed.get("landline")
+    if landline is not None and landline.kind != "landline":
+        if mobile is None and "phone" not in {name for name, _ in refusals}:
+            mobile, landline = landline, None  # 电话 beside 手机 held a mobile: use it
+        else:
+            refusals.append(("landline", T_NOT_LANDLINE))
+            landline = None
+    parsed["phone"] = mobile.stored if mobile else None
+    parsed["landline"] = landline.stored if landline else None
     failed = {name for name, _ in refusals}
-    if not parsed.get("phone") and not parsed.get("landline") and not failed & {"phone",
-                                                                                 "landline"}:
-        lost = [name for name, message in warnings if message == T_LOST_ZERO]
+    lost = [name for name, message in warnings if message == T_LOST_ZERO]
+    if not parsed["phone"] and not parsed["landline"] and not failed & {"phone", "landline"}:
         if lost:
             refusals.append((lost[0], T_LOST_ZERO_ONLY))
             warnings = [w for w in warnings if w[0] != lost[0]]
+            lost = []
         else:
             refusals.append(("phone", T_NEED_PHONE))
+    if lost:
+        # Not guessed, not lost either: the digits stay on the lead for the rep to check.
+        digits = cell_text(values.get(lost[0]))
+        kept = T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0"))
+        parsed["note"] = f"{parsed['note']}\n{kept}" if parsed.get("note") else kept
     refusals.sort(key=lambda r: FIELDS.index(r[0]))
     lead = {
         "company": parsed.get("company"), "contact": parsed.get("contact"),
@@ -408,39 +444,14 @@ def checked_defaults(defaults: dict[str, str], rules: Rules) -> dict[str, CellVa
 # --- duplicates ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Existing:
-    """Leads and customers whose stored number carries an extension (rare: read once);
-    the others are found by exact number, a chunk at a time."""
-
-    extensions: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-async def existing_index(session: AsyncSession) -> Existing:
-    index = Existing()
-    found = await session.execute(select(Customer.id, Customer.phone)
-                                  .where(Customer.phone.like("%-%")))
-    for customer_id, phone in found.all():
-        index.extensions.setdefault(phone.split("-", 1)[0], ("customer", customer_id))
-    found = await session.execute(
-        select(Lead.id, Lead.phone, Lead.landline)
-        .where(or_(Lead.phone.like("%-%"), Lead.landline.like("%-%"))).order_by(Lead.id))
-    for lead_id, phone, landline in found.all():
-        for number in (phone, landline):
-            if number and "-" in number:
-                index.extensions.setdefault(number.split("-", 1)[0], ("lead", lead_id))
-    return index
-
-
 async def find_existing(
-    session: AsyncSession, rows: Sequence[CheckedRow], index: Existing
+    session: AsyncSession, rows: Sequence[CheckedRow]
 ) -> dict[int, tuple[str, int]]:
     """Row number → (kind, id) of the record each row duplicates: a known external_id,
-    then a customer, then a lead with the same normalised mobile or landline.
-
-    Exact keys for now: the duplicates matcher (company names, e-mail) plugs in here and
-    sees every candidate row with its checked fields.
-    """
+    else the best stored customer or lead that is a strong or similar match of the row
+    (handlers.matching: two of company, phone and e-mail agree, or mobile, company and
+    contact). A customer outranks a lead: that contact is already someone's account; a
+    converted lead is reported as its customer."""
     found: dict[int, tuple[str, int]] = {}
     external = {r.lead["external_id"]: r.number for r in rows if r.lead.get("external_id")}
     if external:
@@ -448,31 +459,26 @@ async def find_existing(
                                       .where(Lead.external_id.in_(list(external))))
         for external_id, lead_id in known.all():
             found[external[external_id]] = ("external_id", lead_id)
-    keys = {key for r in rows if r.number not in found for key in r.keys}
-    if not keys:
+    probes = {r.number: r.match for r in rows if r.number not in found}
+    phones = {keys.phone for keys in probes.values() if keys.phone}
+    emails = {keys.email for keys in probes.values() if keys.email}
+    if not phones and not emails:
         return found
-    by_key: dict[str, tuple[str, int]] = {}
-    customers = await session.execute(select(Customer.phone, Customer.id)
-                                      .where(Customer.phone.in_(list(keys)))
-                                      .order_by(Customer.id))
-    for phone, customer_id in customers.all():
-        by_key.setdefault(phone, ("customer", customer_id))
-    leads = await session.execute(
-        select(Lead.phone, Lead.landline, Lead.id)
-        .where(or_(Lead.phone.in_(list(keys)), Lead.landline.in_(list(keys))))
-        .order_by(Lead.id))
-    for phone, landline, lead_id in leads.all():
-        for number in (phone, landline):
-            if number in keys and (number not in by_key or by_key[number][0] == "lead"):
-                by_key.setdefault(number, ("lead", lead_id))
-    for row in rows:
-        if row.number in found:
+    index = KeyIndex()
+    stored = await stored_by_keys(session, phones, emails)
+    for record in sorted(stored, key=lambda r: (r.kind != "customer", r.id)):
+        index.add(record, record.keys)
+    for number, probe in probes.items():
+        matches = index.matches(probe)
+        if not matches:
             continue
-        hits = [by_key.get(k) or index.extensions.get(k) for k in row.keys]
-        hits = [h for h in hits if h is not None]
-        if hits:
-            # A customer outranks a lead: that contact is already someone's account.
-            found[row.number] = min(hits, key=lambda h: (h[0] != "customer", h[1]))
+        record, _verdict = min(matches, key=lambda m: (
+            not m[1].strong, m[0].kind != "customer" and m[0].customer_id is None,
+            -m[1].score, m[0].id))
+        if record.kind == "lead" and record.customer_id is not None:
+            found[number] = ("customer", record.customer_id)
+        else:
+            found[number] = (record.kind, record.id)
     return found
 
 
@@ -545,19 +551,21 @@ async def check_import(
         await session.flush()
         import_id = record.id
     async with rt.sessions() as session:
-        index = await existing_index(session)
         watermark = await session.scalar(select(func.max(Lead.id))) or 0
     report = ImportReport(import_id, 0, 0, [], [], [
-        {"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
-        for title in table.ignored])
-    first_row: dict[str, int] = {}  # a number or external id → the row that has it first
+        *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
+          for title in table.ignored),
+        *({"row": table.header_row, "field": title, "message": T_REPEATED_COLUMN}
+          for title in table.repeated)])
+    header_warnings = list(report.warnings)
+    in_file = InFile()
     total = len(table.rows)
     for start in range(0, total, CHUNK):
         chunk = await asyncio.to_thread(_check_chunk, table.rows[start:start + CHUNK], rules)
         candidates = [row for row in chunk if not row.refusals]
         async with rt.sessions() as session:
-            existing = await find_existing(session, candidates, index)
-        staged = [_stage(import_id, row, existing, first_row, report) for row in chunk]
+            existing = await find_existing(session, candidates)
+        staged = [_stage(import_id, row, existing, in_file, report) for row in chunk]
         for at in range(0, len(staged), WRITE_CHUNK):
             began = asyncio.get_running_loop().time()
             async with rt.sessions() as session, session.begin():
@@ -571,7 +579,7 @@ async def check_import(
                "lead_watermark": watermark,
                "rejected": len({r["row"] for r in report.rejected}),
                "duplicates": len(report.duplicates), "warnings": len(report.warnings),
-               "header_warnings": report.warnings[:len(table.ignored)]}
+               "header_warnings": header_warnings}
     async with rt.sessions() as session, session.begin():
         await session.execute(update(LeadImport).where(LeadImport.id == import_id)
                               .values(state="checked", summary=summary, updated_at=rt.now()))
@@ -580,12 +588,32 @@ async def check_import(
     return report
 
 
+@dataclass(slots=True)
+class InFile:
+    """The valid rows so far: their external ids and their match keys, so that a row that
+    is an earlier row again is a duplicate of it (rows are staged in file order)."""
+
+    external_ids: dict[str, int] = field(default_factory=dict)
+    keys: KeyIndex = field(default_factory=KeyIndex)
+
+    def earlier(self, row: CheckedRow) -> int | None:
+        rows = [self.external_ids[e] for e in [row.lead.get("external_id")] if e
+                and e in self.external_ids]
+        rows += [number for number, _verdict in self.keys.matches(row.match)]
+        return min(rows, default=None)
+
+    def add(self, row: CheckedRow) -> None:
+        if row.lead.get("external_id"):
+            self.external_ids.setdefault(row.lead["external_id"], row.number)
+        self.keys.add(row.number, row.match)
+
+
 def _stage(
     import_id: int, row: CheckedRow, existing: dict[int, tuple[str, int]],
-    first_row: dict[str, int], report: ImportReport,
+    in_file: InFile, report: ImportReport,
 ) -> dict[str, Any]:
     """The staging row for one checked row; the report gets its refusals, duplicate and
-    warnings. Rows are staged in file order, so `first_row` knows every earlier row."""
+    warnings."""
     problem: dict[str, Any] = {}
     if row.refusals:
         status = "rejected"
@@ -593,16 +621,12 @@ def _stage(
         report.rejected.extend({"row": row.number, "field": f, "reason": r}
                                for f, r in row.refusals)
     else:
-        ids = [f"id:{row.lead['external_id']}"] if row.lead.get("external_id") else []
-        marks = ids + row.keys
         duplicate: dict[str, Any] | None = None
         if row.number in existing:
             kind, of = existing[row.number]
             duplicate = {"row": row.number, "of": of, "kind": kind}
-        else:
-            earlier = [first_row[m] for m in marks if m in first_row]
-            if earlier:
-                duplicate = {"row": row.number, "of": min(earlier), "kind": "in_file"}
+        elif (earlier := in_file.earlier(row)) is not None:
+            duplicate = {"row": row.number, "of": earlier, "kind": "in_file"}
         if duplicate is not None:
             status = "duplicate"
             problem["duplicate"] = {"of": duplicate["of"], "kind": duplicate["kind"]}
@@ -610,8 +634,7 @@ def _stage(
         else:
             status = "valid"
             report.accepted += 1
-            for mark in marks:
-                first_row.setdefault(mark, row.number)
+            in_file.add(row)
     if row.warnings:
         problem["warnings"] = [{"field": f, "message": m} for f, m in row.warnings]
         report.warnings.extend({"row": row.number, "field": f, "message": m}
@@ -680,14 +703,25 @@ def _row_reason(row: LeadImportRow) -> str:
 def rejected_rows_xlsx(rows: list[LeadImportRow]) -> bytes:
     """The rows sent back: their original cells, the row number and a 原因 column."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     present = [f for f in FIELDS if any(f in (r.raw or {}) for r in rows)] or list(FIELDS[:3])
     book = Workbook(write_only=True)
     sheet = book.create_sheet("未导入")
+
+    def text(value: str | None) -> WriteOnlyCell:
+        # As text, always: a cell reading "=HYPERLINK(…)" in the file comes back as those
+        # characters, never as a live formula.
+        cell = WriteOnlyCell(sheet, value=value)
+        if value is not None:
+            cell.data_type = "s"
+        return cell
+
     sheet.append([T_ROW, *(HEADERS[f] for f in present), T_REASON])
     for row in rows:
         raw = row.raw or _raw_from_staged(row)
-        sheet.append([row.row_number, *(raw.get(f) for f in present), _row_reason(row)])
+        sheet.append([row.row_number, *(text(raw.get(f)) for f in present),
+                      text(_row_reason(row))])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -781,9 +815,12 @@ async def resume_imports(rt: Runtime) -> int:
             select(LeadImport.id).where(LeadImport.state == "writing",
                                         LeadImport.updated_at < rt.now() - IMPORT_LEASE)
         )).all()
+    from handlers.import_chat import resumed
+
     for import_id in stalled:
         log.warning("lead import %s: resuming the hand-out a crash interrupted", import_id)
-        await publish_import(rt, import_id, actor=None)
+        report = await publish_import(rt, import_id, actor=None)
+        await resumed(rt, import_id, report.written)
     return len(stalled)
 
 
@@ -821,36 +858,65 @@ async def _publish(
 
 
 async def _late_duplicates(session: AsyncSession, import_id: int, watermark: int) -> None:
-    """Leads stored since the check began (the API, the chat) may now hold a row's number
-    or external id: those rows become duplicates too, and the unique external_id holds."""
+    """Leads stored since the check began (the API, the chat) may now match a row, or
+    hold its external id: those rows become duplicates too, and the unique external_id
+    holds."""
     # Limitation: on PostgreSQL a lead whose id was drawn before the check but committed
     # after it is not seen here; the unique external_id still refuses the whole publish.
+    c = Lead.__table__.c
     late = (await session.execute(
-        select(Lead.id, Lead.phone, Lead.landline, Lead.external_id)
-        .where(Lead.id > watermark).order_by(Lead.id))).all()
+        select(c.id, c.external_id, c.phone_key, c.email_key, c.company_full,
+               c.company_core, c.contact_key)
+        .where(c.id > watermark).order_by(c.id))).all()
     if not late:
         return
-    marks: dict[str, tuple[str, int]] = {}
-    for lead_id, phone, landline, external_id in late:
-        if external_id:
-            marks.setdefault(f"id:{external_id}", ("external_id", lead_id))
-        for number in (phone, landline):
-            if number:
-                marks.setdefault(number.split("-", 1)[0], ("lead", lead_id))
-    numbers = [m for m in marks if not m.startswith("id:")]
-    ids = [m[3:] for m in marks if m.startswith("id:")]
+    external = {row.external_id: row.id for row in late if row.external_id}
+    index = KeyIndex()
+    for row in late:
+        index.add(row.id, MatchKeys(row.company_full, row.company_core, row.phone_key,
+                                    row.email_key, row.contact_key))
+    phones = [row.phone_key for row in late if row.phone_key]
+    emails = [row.email_key for row in late if row.email_key]
     r = LeadImportRow
-    rows = (await session.execute(
-        select(r.id, r.phone, r.landline, r.external_id)
+    staged = (await session.execute(
+        select(r.id, r.company, r.contact, r.phone, r.landline, r.email, r.external_id)
         .where(r.import_id == import_id, r.status == "valid",
-               or_(r.phone.in_(numbers), r.landline.in_(numbers), r.external_id.in_(ids))
-               ))).all()
-    for row_id, phone, landline, external_id in rows:
-        keys = [f"id:{external_id}"] if external_id else []
-        keys += [n.split("-", 1)[0] for n in (phone, landline) if n]
-        kind, of = next(marks[k] for k in keys if k in marks)
-        await session.execute(update(r).where(r.id == row_id).values(
+               or_(r.phone.in_(phones), r.landline.in_(phones), r.email.in_(emails),
+                   r.external_id.in_(list(external))))
+    )).all()
+    for row in staged:
+        if row.external_id in external:
+            kind, of = "external_id", external[row.external_id]
+        else:
+            probe = keys_for(row.company, row.contact, row.phone or row.landline, row.email)
+            matches = index.matches(probe)
+            if not matches:
+                continue
+            kind, of = "lead", min(lead_id for lead_id, _verdict in matches)
+        await session.execute(update(r).where(r.id == row.id).values(
             status="duplicate", problem={"duplicate": {"of": of, "kind": kind}}))
+
+
+async def _index_keys(rt: Runtime, import_id: int) -> None:
+    """The published leads' match keys (the INSERT … SELECT wrote none), a short
+    transaction per chunk; idempotent, so a resumed import simply carries on."""
+    from handlers.matching import index_rows
+
+    last = 0
+    while True:
+        began = asyncio.get_running_loop().time()
+        async with rt.sessions() as session, session.begin():
+            ids = (await session.scalars(
+                select(Lead.id).where(Lead.import_id == import_id, Lead.id > last,
+                                      Lead.company_full.is_(None), Lead.phone_key.is_(None),
+                                      Lead.email_key.is_(None))
+                .order_by(Lead.id).limit(WRITE_CHUNK))).all()
+            if ids:
+                await index_rows(session, "lead", ids)
+                last = ids[-1]
+        await _yield_writer(rt, began)
+        if len(ids) < WRITE_CHUNK:
+            return
 
 
 async def _hand_out(
@@ -860,6 +926,7 @@ async def _hand_out(
     digest per rep; the import is "published" at the end."""
     from bot.outbox import enqueue
 
+    await _index_keys(rt, import_id)
     await _history(rt, import_id, actor)
     async with rt.sessions() as session:
         waiting = await session.scalar(select(func.count()).select_from(Lead).where(
@@ -949,29 +1016,73 @@ async def _history(rt: Runtime, import_id: int, actor: Member | None) -> None:
 
 
 async def cancel_import(rt: Runtime, import_id: int, *, actor: Member | None) -> None:
-    """A checked import is dropped: its staged rows are deleted (they hold personal data
-    nobody will publish). A published import cannot be cancelled; nothing happens."""
+    """A checked import is dropped: its valid staged rows are deleted at once (they hold
+    personal data nobody will publish); the problem rows stay for the report download
+    until purge_imports. A published import cannot be cancelled; nothing happens."""
     async with rt.sessions() as session, session.begin():
         record = await session.get(LeadImport, import_id, with_for_update=True)
         if record is None:
             raise ImportError(T_NO_IMPORT.format(id=import_id))
         if record.state not in ("checking", "checked"):
             return
-        record.state, record.updated_at = "cancelled", rt.now()
+        # A Core UPDATE: the ORM would put the wall clock in updated_at when rt.now()
+        # equals the value already there (an unchanged attribute leaves room for onupdate).
+        await session.execute(update(LeadImport).where(LeadImport.id == import_id)
+                              .values(state="cancelled", updated_at=rt.now()))
         audit(session, actor, "lead.import_cancel", "lead_import", import_id, None, None,
               rt.now())
+    await _delete_staged(rt, import_id, ("valid",))
+
+
+async def _delete_staged(rt: Runtime, import_id: int, statuses: Sequence[str] | None) -> None:
+    """Delete an import's staged rows (of these statuses) a chunk per short transaction."""
     while True:
         await _yield_writer(rt, asyncio.get_running_loop().time())
         async with rt.sessions() as session, session.begin():
-            ids = (await session.scalars(select(LeadImportRow.id)
-                                         .where(LeadImportRow.import_id == import_id)
-                                         .limit(CHUNK))).all()
+            query = select(LeadImportRow.id).where(LeadImportRow.import_id == import_id)
+            if statuses is not None:
+                query = query.where(LeadImportRow.status.in_(statuses))
+            ids = (await session.scalars(query.limit(CHUNK))).all()
             if not ids:
                 return
             await session.execute(delete(LeadImportRow).where(LeadImportRow.id.in_(ids)))
 
 
+async def purge_imports(rt: Runtime) -> int:
+    """Staged rows do not outlive their use. A check nobody confirmed or cancelled within
+    CHECKED_KEEP is cancelled; an import finished PROBLEMS_KEEP ago (the lifetime of the
+    problem-rows link) loses its staged rows. For the sweep; returns imports purged."""
+    now = rt.now()
+    async with rt.sessions() as session:
+        abandoned = (await session.scalars(
+            select(LeadImport.id).where(LeadImport.state == "checked",
+                                        LeadImport.updated_at < now - CHECKED_KEEP)
+            .order_by(LeadImport.id).limit(20))).all()
+        staged = select(LeadImportRow.id).where(LeadImportRow.import_id == LeadImport.id)
+        finished = (await session.scalars(
+            select(LeadImport.id)
+            .where(LeadImport.state.in_(("published", "cancelled", "failed")),
+                   LeadImport.updated_at < now - PROBLEMS_KEEP, staged.exists())
+            .order_by(LeadImport.id).limit(20))).all()
+    for import_id in abandoned:
+        log.info("lead import %s: checked %s ago and never confirmed; cancelled",
+                 import_id, CHECKED_KEEP)
+        await cancel_import(rt, import_id, actor=None)
+    for import_id in finished:
+        await _delete_staged(rt, import_id, None)
+    return len(abandoned) + len(finished)
+
+
 # --- the command line --------------------------------------------------------------------
+
+
+def cli_failure(message: str, *, as_json: bool) -> int:
+    """Exit 2: the file or the options cannot be used; --json still ends with its object."""
+    print(message, file=sys.stderr)
+    if as_json:
+        empty = ImportReport(None, 0, 0, [], [], []).as_json()
+        print(json.dumps(empty | {"error": message}, ensure_ascii=False))
+    return 2
 
 
 async def import_leads_cli(
@@ -982,11 +1093,7 @@ async def import_leads_cli(
     from bot.app import build_runtime
 
     def fail(message: str) -> int:
-        print(message, file=sys.stderr)
-        if as_json:
-            empty = ImportReport(None, 0, 0, [], [], []).as_json()
-            print(json.dumps(empty | {"error": message}, ensure_ascii=False))
-        return 2
+        return cli_failure(message, as_json=as_json)
 
     try:
         data = Path(path).read_bytes()

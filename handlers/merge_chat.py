@@ -256,16 +256,17 @@ async def _close_cards(
 
 
 class ScanProgress:
-    """What scan_groups reports through `progress(done, total)`; plain attributes, so a
-    matcher may call it from the loop or from a worker thread."""
+    """What scan_groups reports through `await progress(done, total)`."""
 
     def __init__(self) -> None:
         self.done = 0
         self.total = 0
         self.finished = asyncio.Event()
 
-    def __call__(self, done: int, total: int) -> None:
+    async def __call__(self, done: int, total: int) -> None:
         self.done, self.total = done, total
+        # The matcher computes on the loop between reports: a turn for the progress line.
+        await asyncio.sleep(0)
 
 
 async def _report_progress(

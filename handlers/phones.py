@@ -13,8 +13,9 @@ from dataclasses import dataclass
 _EXTENSION = re.compile(r"\s*(?:转|ext\.?|x|#|分机)\s*(\d{1,6})\s*$", re.IGNORECASE)
 _ALLOWED = re.compile(r"^[\d\s\-()+.]+$")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
-# Area codes: 010 and 02x are three digits, the rest four (0755, 0571, …).
-_LANDLINE = re.compile(r"^0(?:10|2\d|[3-9]\d{2})\d{7,8}$")
+# Area codes: 010 and 02x are three digits and their numbers eight (010-12345678); the
+# rest are four (0755, 0571, …) with numbers of seven or eight digits.
+_LANDLINE = re.compile(r"^0(?:(?:10|2\d)\d{8}|[3-9]\d{2}\d{7,8})$")
 
 
 class PhoneError(ValueError):
@@ -74,7 +75,7 @@ def parse_phone(raw: str) -> Phone:
             landline = None
         if landline is not None and landline.kind == "landline":
             return Phone(landline.number, "landline", tail.strip())
-    if digits.startswith("1") and len(digits) != 11:
+    if digits.startswith("1") and 9 <= len(digits) <= 13:
         raise PhoneError(f"手机号应为11位，这里是{len(digits)}位")
     raise PhoneError("不是有效的手机号或带区号的座机号")
 

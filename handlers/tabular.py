@@ -13,7 +13,8 @@ import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -30,6 +31,7 @@ T_NO_SHEET = "找不到工作表“{name}”（有：{names}）"
 T_EMPTY_FILE = "文件是空的"
 T_NO_HEADER = "找不到表头行（前 {n} 行中没有可识别的列名）"
 T_MISSING = "缺少必需的列：{names}"
+T_TOO_MANY_ROWS = "文件超过 {limit} 行（第 {row} 行仍有内容），请拆分成几个文件分别导入"
 T_BAD_TEXT = "无法识别文件的文字编码"
 T_NOT_FOUND = "找不到文件 {path}"
 
@@ -46,6 +48,12 @@ _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _DELIMITERS = (",", "\t", ";")
 # Where the header row may be: title rows above it are common in hand-made sheets.
 HEADER_SEARCH_ROWS = 10
+# The most rows a file may have below its header. A sheet can claim a million rows in a
+# few megabytes (one cell each); past this the file is refused before it costs memory.
+MAX_ROWS = 100_000
+# Cells read per row: a merged range or a stray cell in column XFD must not make every
+# row 16,384 cells wide. No import knows anywhere near this many columns.
+MAX_COLUMNS = 200
 _TRIM = " \t\r\n\u3000\ufeff\u00a0"
 # Placeholders people type for "nothing here" in a numeric column.
 PLACEHOLDERS = frozenset({"-", "—", "–", "--", "——", "/", "无", "n/a", "na", "null"})
@@ -65,6 +73,14 @@ class Column:
 
     field: str
     aliases: tuple[str, ...]
+    # A second column with one of these headers fills this field instead (手机 and 电话
+    # side by side are a mobile and a landline), when the file has no column for it.
+    overflow: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The header the user reads in messages: the first alias (Chinese)."""
+        return self.aliases[0] if self.aliases else self.field
 
 
 @dataclass(slots=True)
@@ -79,6 +95,7 @@ class Table:
     fields: list[str]  # the known fields found in the header, in file order
     rows: list[TableRow]
     ignored: list[str] = field(default_factory=list)  # headers no column knows
+    repeated: list[str] = field(default_factory=list)  # a known field's second column
 
     def has(self, name: str) -> bool:
         return name in self.fields
@@ -109,19 +126,65 @@ def read_table_file(
 def read_table(
     data: bytes, filename: str, columns: Sequence[Column], *,
     required: Sequence[str | tuple[str, ...]] = (), sheet: str | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> Table:
     """Read a csv or xlsx file into rows keyed by field; blank rows are skipped.
 
-    `required` names fields whose column must be present; a tuple means one of them.
+    `required` names fields whose column must be present; a tuple means one of them. The
+    header is found and checked before any row below it is read, and a file with more
+    than `max_rows` rows below its header is refused as it is read.
     Raises TableError when the file cannot be read as a table.
     """
     lookup = {clean_header(alias): col.field for col in columns for alias in col.aliases}
     lookup.update({clean_header(col.field): col.field for col in columns})
-    grid = read_grid(data, filename, sheet=sheet, header_names=lookup)
-    header_at = _find_header(grid, lookup)
-    number, header = grid[header_at]
+    with closing(iter_grid(data, filename, sheet=sheet, header_names=lookup)) as grid:
+        top: list[tuple[int, list[CellValue]]] = []
+        for entry in grid:
+            top.append(entry)
+            if _is_header(entry[1], lookup) or len(top) >= HEADER_SEARCH_ROWS:
+                break
+        if not top:
+            raise TableError(T_UNREADABLE.format(why=T_EMPTY_FILE))
+        if not _is_header(top[-1][1], lookup):
+            raise TableError(T_UNREADABLE.format(why=T_NO_HEADER.format(n=HEADER_SEARCH_ROWS)))
+        number, header = top[-1]
+        positions, ignored, repeated = _header_positions(header, lookup, columns)
+        titles = {col.field: col.title for col in columns}
+        missing = [
+            "/".join(titles.get(n, n) for n in (need if isinstance(need, tuple) else (need,)))
+            for need in required
+            if not any(n in positions for n in (need if isinstance(need, tuple) else (need,)))
+        ]
+        if missing:
+            raise TableError(T_MISSING.format(names="、".join(missing)))
+        rows = []
+        for row_number, cells in grid:
+            if row_number - number > max_rows:
+                raise TableError(T_TOO_MANY_ROWS.format(limit=f"{max_rows:,}",
+                                                        row=row_number))
+            values = {
+                name: cells[index] if index < len(cells) else None
+                for name, index in positions.items()
+            }
+            if all(v is None for v in values.values()):
+                continue  # a blank row (or one with only unknown columns filled) is not a row
+            rows.append(TableRow(row_number, values))
+    return Table(number, list(positions), rows, ignored, repeated)
+
+
+def _is_header(cells: list[CellValue], lookup: Mapping[str, str]) -> bool:
+    return any(c is not None and clean_header(c) in lookup for c in cells)
+
+
+def _header_positions(
+    header: list[CellValue], lookup: Mapping[str, str], columns: Sequence[Column]
+) -> tuple[dict[str, int], list[str], list[str]]:
+    """Field → column index; the headers no column knows; the repeated ones left out."""
+    overflow = {col.field: col.overflow for col in columns if col.overflow}
+    found = {lookup.get(clean_header(t)) for t in header if t is not None}
     positions: dict[str, int] = {}
     ignored: list[str] = []
+    repeated: list[str] = []
     for index, title in enumerate(header):
         if title is None or clean_text(title) == "":
             continue
@@ -130,42 +193,35 @@ def read_table(
             ignored.append(clean_text(title))
         elif known not in positions:
             positions[known] = index
-    missing = [
-        "/".join(need) if isinstance(need, tuple) else need
-        for need in required
-        if not any(n in positions for n in (need if isinstance(need, tuple) else (need,)))
-    ]
-    if missing:
-        raise TableError(T_MISSING.format(names="、".join(missing)))
-    rows = []
-    for row_number, cells in grid[header_at + 1:]:
-        values = {
-            name: cells[index] if index < len(cells) else None
-            for name, index in positions.items()
-        }
-        if all(v is None for v in values.values()):
-            continue  # a blank row (or one with only unknown columns filled) is not a row
-        rows.append(TableRow(row_number, values))
-    return Table(number, list(positions), rows, ignored)
+        elif (spill := overflow.get(known)) and spill not in found and spill not in positions:
+            positions[spill] = index
+        else:
+            repeated.append(clean_text(title))
+    return positions, ignored, repeated
 
 
-def _find_header(grid: list[tuple[int, list[CellValue]]], lookup: Mapping[str, str]) -> int:
-    if not grid:
-        raise TableError(T_UNREADABLE.format(why=T_EMPTY_FILE))
-    for index, (_number, cells) in enumerate(grid[:HEADER_SEARCH_ROWS]):
-        if any(c is not None and clean_header(c) in lookup for c in cells):
-            return index
-    raise TableError(T_UNREADABLE.format(why=T_NO_HEADER.format(n=HEADER_SEARCH_ROWS)))
+Grid = Iterator[tuple[int, list[CellValue]]]
 
 
 def read_grid(
     data: bytes, filename: str, *, sheet: str | None = None,
     header_names: Collection[str] = (),
 ) -> list[tuple[int, list[CellValue]]]:
-    """Every non-blank row with its spreadsheet row number, cells as the file holds them.
+    """Every non-blank row with its spreadsheet row number (all of iter_grid)."""
+    with closing(iter_grid(data, filename, sheet=sheet, header_names=header_names)) as rows:
+        return list(rows)
+
+
+def iter_grid(
+    data: bytes, filename: str, *, sheet: str | None = None,
+    header_names: Collection[str] = (),
+) -> Grid:
+    """Every non-blank row with its spreadsheet row number, cells as the file holds them,
+    read as it is needed.
 
     Without `sheet`, a workbook is read from its first sheet whose top rows hold one of
-    `header_names` (cleaned headers), or from its first sheet.
+    `header_names` (cleaned headers) with rows below them, else the first with such a
+    header, else its first sheet.
     """
     ext = Path(filename).suffix.lower()
     if ext == ".xls":
@@ -173,10 +229,11 @@ def read_grid(
     if data.startswith(_CFB_MAGIC):
         raise TableError(T_UNREADABLE.format(why=T_ENCRYPTED))
     if ext in XLSX_EXTENSIONS:
-        return _xlsx_grid(data, sheet, header_names)
-    if ext in CSV_EXTENSIONS:
-        return _csv_grid(data)
-    raise TableError(T_UNREADABLE.format(why=T_UNKNOWN_FORMAT.format(ext=ext or filename)))
+        yield from _xlsx_grid(data, sheet, header_names)
+    elif ext in CSV_EXTENSIONS:
+        yield from _csv_grid(data)
+    else:
+        raise TableError(T_UNREADABLE.format(why=T_UNKNOWN_FORMAT.format(ext=ext or filename)))
 
 
 # --- csv ---------------------------------------------------------------------------
@@ -224,21 +281,24 @@ def _records(text: str, delimiter: str, limit: int | None = None) -> list[list[s
     return out
 
 
-def _csv_grid(data: bytes) -> list[tuple[int, list[CellValue]]]:
+def _csv_grid(data: bytes) -> Grid:
     text = decode_text(data)
     if "\x00" in text:
         raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT))
-    try:
-        records = _records(text, _sniff_delimiter(text))
-    except csv.Error as exc:
-        raise TableError(T_UNREADABLE.format(why=str(exc))) from None
-    grid: list[tuple[int, list[CellValue]]] = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
     # Excel shows one record as one row, even when a quoted cell holds a line break.
-    for number, record in enumerate(records, start=1):
-        cells: list[CellValue] = [_csv_cell(c) for c in record]
+    number = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise TableError(T_UNREADABLE.format(why=str(exc))) from None
+        number += 1
+        cells: list[CellValue] = [_csv_cell(c) for c in record[:MAX_COLUMNS]]
         if any(c is not None for c in cells):
-            grid.append((number, cells))
-    return grid
+            yield number, cells
 
 
 def _csv_cell(text: str) -> str | None:
@@ -249,9 +309,7 @@ def _csv_cell(text: str) -> str | None:
 # --- xlsx --------------------------------------------------------------------------
 
 
-def _xlsx_grid(
-    data: bytes, sheet: str | None, header_names: Collection[str] = ()
-) -> list[tuple[int, list[CellValue]]]:
+def _xlsx_grid(data: bytes, sheet: str | None, header_names: Collection[str] = ()) -> Grid:
     from openpyxl import load_workbook
 
     if not zipfile.is_zipfile(io.BytesIO(data)):
@@ -277,7 +335,7 @@ def _xlsx_grid(
             raise TableError(T_UNREADABLE.format(why=T_EMPTY_FILE))
         else:
             worksheet = _sheet_with_header(sheets, header_names)
-        return _worksheet_grid(book, worksheet)
+        yield from _worksheet_grid(book, worksheet)
     except TableError:
         raise
     except Exception as exc:  # a damaged sheet inside a sound archive
@@ -288,16 +346,25 @@ def _xlsx_grid(
 
 
 def _sheet_with_header(sheets: list, header_names: Collection[str]):  # noqa: ANN001, ANN201
-    """The first sheet whose top rows hold a known header; the first sheet otherwise."""
+    """The first sheet with a known header in its top rows and a row below it; else the
+    first with the header alone (an empty template sheet); else the first sheet."""
     if len(sheets) == 1 or not header_names:
         return sheets[0]
+    header_only = None
     for worksheet in sheets:
         worksheet.reset_dimensions()
-        rows = worksheet.iter_rows(max_row=HEADER_SEARCH_ROWS, values_only=True)
+        rows = worksheet.iter_rows(max_row=2 * HEADER_SEARCH_ROWS, values_only=True)
+        seen_header = False
         for values in rows:
-            if any(v is not None and clean_header(v) in header_names for v in values):
+            filled = any(v is not None and str(v).strip(_TRIM) for v in values)
+            if seen_header and filled:
                 return worksheet
-    return sheets[0]
+            if not seen_header and any(v is not None and clean_header(v) in header_names
+                                       for v in values):
+                seen_header = True
+        if seen_header and header_only is None:
+            header_only = worksheet
+    return header_only if header_only is not None else sheets[0]
 
 
 _MERGE_REF = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Za-z]+\d+):([A-Za-z]+\d+)"')
@@ -327,34 +394,39 @@ def merged_ranges(book, worksheet) -> list[tuple[int, int, int, int]]:  # noqa: 
     return found
 
 
-def _worksheet_grid(book, worksheet) -> list[tuple[int, list[CellValue]]]:  # noqa: ANN001
-    # A merged range shows its top-left value in every cell: fill exactly those cells.
-    cover: dict[tuple[int, int], int] = {}
-    ranges = merged_ranges(book, worksheet)
-    for index, (r1, c1, r2, c2) in enumerate(ranges):
-        for row in range(r1, r2 + 1):
-            for col in range(c1, c2 + 1):
-                cover[(row, col)] = index
-    widest = max((c2 for _r1, _c1, _r2, c2 in ranges), default=0)
-    top_left: dict[int, object] = {}
+def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
+    """The sheet's rows, at most MAX_COLUMNS cells each, merged ranges filled.
+
+    A merged range shows its top-left value in every cell: exactly those cells are filled.
+    Ranges are followed row by row (sorted by their first row), so a range covering a
+    million rows costs nothing until those rows are read.
+    """
+    ranges = sorted(
+        (r1, c1, r2, min(c2, MAX_COLUMNS)) for r1, c1, r2, c2 in merged_ranges(book, worksheet)
+        if c1 <= MAX_COLUMNS
+    )
+    pending = 0  # ranges[:pending] have begun
+    active: list[tuple[int, int, int, int]] = []
+    top_left: dict[tuple[int, int], object] = {}
     worksheet.reset_dimensions()  # the stored dimension may be wrong: read every row
-    grid: list[tuple[int, list[CellValue]]] = []
     for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
-        if cover:
-            values = list(values) + [None] * (widest - len(values))
-            for col in range(1, len(values) + 1):
-                index = cover.get((number, col))
-                if index is None:
-                    continue
-                r1, c1 = ranges[index][0], ranges[index][1]
-                if (number, col) == (r1, c1):
-                    top_left[index] = values[col - 1]
-                else:
-                    values[col - 1] = top_left.get(index)
+        values = list(values[:MAX_COLUMNS])
+        while pending < len(ranges) and ranges[pending][0] <= number:
+            active.append(ranges[pending])
+            pending += 1
+        if active:
+            active = [r for r in active if r[2] >= number]
+            for r1, c1, _r2, c2 in active:
+                if len(values) < c2:
+                    values.extend([None] * (c2 - len(values)))
+                if number == r1:
+                    top_left[(r1, c1)] = values[c1 - 1]
+                for col in range(c1, c2 + 1):
+                    if (number, col) != (r1, c1):
+                        values[col - 1] = top_left.get((r1, c1))
         cells = [xlsx_cell(value) for value in values]
         if any(c is not None for c in cells):
-            grid.append((number, cells))
-    return grid
+            yield number, cells
 
 
 def xlsx_cell(value: object) -> CellValue:

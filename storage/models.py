@@ -133,6 +133,12 @@ class Lead(Base):
     import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_imports.id"), index=True)
     # Returns to the public pool (公海) so far: each one is routed again as `new`.
     pool_returns: Mapped[int] = mapped_column(default=0)
+    # Match keys (handlers.matching keeps them current): blocking for duplicate checks.
+    phone_key: Mapped[str | None] = mapped_column(String(24), index=True)
+    email_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    company_full: Mapped[str | None] = mapped_column(String(200), index=True)
+    company_core: Mapped[str | None] = mapped_column(String(200), index=True)
+    contact_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     assigned_at: Mapped[datetime | None]
@@ -219,8 +225,26 @@ class Customer(Base):
     # active, or merged: then merged_into_id names the customer it was merged into.
     status: Mapped[str] = mapped_column(String(12), default="active")
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    # Match keys (handlers.matching keeps them current): blocking for duplicate checks.
+    phone_key: Mapped[str | None] = mapped_column(String(24), index=True)
+    email_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    company_full: Mapped[str | None] = mapped_column(String(200), index=True)
+    company_core: Mapped[str | None] = mapped_column(String(200), index=True)
+    contact_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class MatchGram(Base):
+    """The character bigrams of a lead's or customer's company core, for fuzzy blocking:
+    records sharing a rare gram are compared (handlers.matching)."""
+
+    __tablename__ = "match_grams"
+    __table_args__ = (Index("ix_match_grams_gram", "gram", "kind", "object_id"),)
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # lead | customer
+    object_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gram: Mapped[str] = mapped_column(String(8), primary_key=True)
 
 
 class Approval(Base):

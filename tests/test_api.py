@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from bot.api import token_matches
 from bot.app import RUNTIME, build_runtime, create_app
-from storage.models import Lead
+from storage.models import Customer, Lead
 from tests.conftest import make_settings
 from tests.harness import WORKDAY_MORNING, Chat, FrozenClock
 
@@ -311,3 +311,50 @@ async def test_control_characters_in_a_name_are_refused(api, company):
 async def test_a_note_may_have_line_breaks(api):
     status, body = await post(api, LEAD | {"note": "第一行\n第二行"})
     assert status == 201 and body["note"] == "第一行\n第二行"
+
+
+# --- the duplicate check at the door ---------------------------------------------------
+
+
+async def test_a_strong_match_answers_200_linked_with_the_existing_lead(api):
+    _, first = await post(api, LEAD)
+    assert first["similar"] == []
+    # the same mobile, company and contact, however written (C14, C15)
+    status, again = await post(api, LEAD | {"company": "深圳市示例科技有限责任公司",
+                                            "contact": "张伟 先生", "phone": "0086 13800000000"})
+    assert (status, again["linked"], again["kind"]) == (200, True, "lead")
+    assert again["id"] == first["id"]
+    assert again["company"] == "深圳示例科技有限公司"
+    assert await lead_count(api) == 1
+
+
+async def test_a_similar_lead_is_stored_and_lists_what_it_resembles(api):
+    _, first = await post(api, LEAD | {"email": "zhang@shili.example"})
+    # another contact at the same company and e-mail: two fields agree
+    status, body = await post(api, LEAD | {"contact": "李娜", "phone": "13900000000",
+                                           "company": "示例科技（深圳）有限公司",
+                                           "email": " Zhang@Shili.example"})
+    assert status == 201 and body["id"] != first["id"]
+    assert body["similar"] == [{"id": first["id"], "kind": "lead", "score": 65,
+                                "reason": ["email", "company"]}]
+    # the brand in another city, nothing else shared: not similar
+    status, other = await post(api, LEAD | {"company": "北京示例科技有限公司",
+                                            "phone": "13700000000", "contact": "王五"})
+    assert (status, other["similar"]) == (201, [])
+
+
+async def test_a_strong_match_with_a_customer_answers_with_the_customer(api):
+    async with api.app[RUNTIME].sessions() as session, session.begin():
+        session.add(Customer(company="深圳示例科技有限公司", contact="张伟",
+                             phone="13800000000"))
+    status, body = await post(api, LEAD)
+    assert (status, body["kind"], body["id"], body["linked"]) == (200, "customer", 1, True)
+    assert await lead_count(api) == 0
+
+
+async def test_the_same_lead_posted_concurrently_is_stored_once(api):
+    answers = await asyncio.gather(*(post(api, LEAD) for _ in range(5)))
+    assert sorted(status for status, _ in answers) == [200, 200, 200, 200, 201]
+    assert len({body["id"] for _, body in answers}) == 1
+    assert sum(bool(body.get("linked")) for _, body in answers) == 4
+    assert await lead_count(api) == 1

@@ -151,24 +151,55 @@ async def test_reject_asks_why_and_the_rep_is_told(chat):
     assert reply.text.startswith(f"已提交线索 #{lead_id}")
 
 
-async def test_an_existing_customer_is_linked_not_created_again(chat):
+async def _customer_meanwhile(chat, **values) -> None:
+    """A customer of a colleague stored after the lead was typed in."""
+    async with chat.rt.sessions() as session, session.begin():
+        session.add(Customer(**({"company": "深圳市示例科技有限公司", "contact": "张伟",
+                                 "phone": "13800001234", "owner_id": 5} | values)))
+
+
+async def test_a_similar_customer_is_shown_and_the_manager_links_to_it(chat):
     await chat.add_members(*ROSTER)
     lead_id = await _my_lead(chat)
-    async with chat.rt.sessions() as session, session.begin():
-        # The same people reached on another phone, already a customer of a colleague.
-        session.add(Customer(company="深圳示例科技", contact="张伟", phone="13900001234",
-                             owner_id=5))
+    await _customer_meanwhile(chat)
     await chat.say("王芳", f"/转化 {lead_id}")
     card = await _approval_card(chat)
-    [done] = await chat.click("李经理", card.button("同意"), card.card_id)
-    assert done.text == (f"已同意：线索 #{lead_id} 与已有客户 #1（深圳示例科技）相同，已关联，"
-                         "未重复创建。")
+    assert card.card.description.endswith(
+        "检测到相似客户：张伟 | 深圳市示例科技有限公司 | 138****1234（客户 #1，负责人 赵强）")
+    assert [b.key for b in card.card.buttons] == \
+        ["link:1:approval", "create:1:approval", "reject:1"]
+    [done] = await chat.click("李经理", card.button("关联"), card.card_id)
+    assert done.text == (f"已同意：线索 #{lead_id} 与已有客户 #1（深圳市示例科技有限公司）相同，"
+                         "已关联，未重复创建。")
     lead = await _get(chat, Lead, lead_id)
     assert (lead.status, lead.customer_id) == ("converted", 1)
     async with chat.rt.sessions() as session:
         assert len((await session.scalars(select(Customer))).all()) == 1
     [told] = await chat.inbox("王芳")
     assert "关联到已有客户 #1" in told.text
+
+
+async def test_the_manager_may_create_a_customer_although_one_looked_similar(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _my_lead(chat)
+    await _customer_meanwhile(chat)
+    await chat.say("王芳", f"/转化 {lead_id}")
+    card = await _approval_card(chat)
+    [done] = await chat.click("李经理", card.button("仍新建"), card.card_id)
+    assert done.text == f"已同意：线索 #{lead_id} 已转化为客户 #2（深圳示例科技），已告知 王芳。"
+    assert (await _get(chat, Lead, lead_id)).customer_id == 2
+
+
+async def test_a_namesake_on_another_phone_is_not_linked(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _my_lead(chat)
+    # the same company and contact names, nothing else: one field, not similar (C14)
+    await _customer_meanwhile(chat, phone="13900001234")
+    await chat.say("王芳", f"/转化 {lead_id}")
+    card = await _approval_card(chat)
+    assert [b.key for b in card.card.buttons] == ["approve:1", "reject:1"]
+    [done] = await chat.click("李经理", card.button("同意"), card.card_id)
+    assert done.text == f"已同意：线索 #{lead_id} 已转化为客户 #2（深圳示例科技），已告知 王芳。"
 
 
 async def test_a_lead_lost_meanwhile_makes_the_approval_void(chat):

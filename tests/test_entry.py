@@ -219,19 +219,49 @@ async def test_a_bad_phone_or_an_unclear_line_gets_the_reason(chat):
     assert await _leads(chat) == []
 
 
-async def test_a_phone_already_known_is_not_entered_twice(chat):
+async def test_a_similar_lead_gets_the_card_and_link_stores_nothing_new(chat):
     await chat.add_members(*ROSTER)
     await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 高 工业 展会")
-    [reply] = await chat.say("赵强", "新线索 示例电子厂 张伟 138 0000 1234")
-    assert reply.text == ("已有相同电话的线索 #1（深圳示例科技 · 张伟 · 138****1234，"
-                          "负责人 王芳），没有重复录入。")
+    # the same phone and the same company, written another way: similar (C14, C15)
+    [card] = await chat.say("赵强", "新线索 示例科技（深圳）有限公司 张总 +86 138-0000-1234")
+    assert card.card.title == "检测到相似客户"
+    assert card.card.description == "检测到相似客户：张伟 | 深圳示例科技 | 138****1234"
+    assert {f.label: f.value for f in card.card.fields} == {
+        "已有记录": "线索 #1", "负责人": "王芳", "相同之处": "电话、公司名称",
+        "您录入的": "示例科技(深圳)有限公司 · 张总 · 138****1234"}
+    assert [b.key for b in card.card.buttons] == ["link:2", "create:2"]
+    [reply] = await chat.click("赵强", card.button("关联"), card.card_id)
+    assert reply.text == ("已关联到线索 #1（深圳示例科技 · 张伟 · 138****1234，负责人 王芳），"
+                          "没有新建线索。")
+    assert [lead.id for lead in await _leads(chat)] == [1]
+    [again] = await chat.click("赵强", card.button("仍然"), card.card_id)
+    assert again.text == "没有找到线索 #2。"  # the draft is gone: the click changes nothing
+    assert [lead.id for lead in await _leads(chat)] == [1]
+
+
+async def test_create_anyway_goes_on_as_a_new_lead(chat):
+    await chat.add_members(*ROSTER)
     async with chat.rt.sessions() as session, session.begin():
-        session.add(Customer(company="杭州示例集团", contact="李娜", phone="13900001234",
-                             owner_id=2))
-    [reply] = await chat.say("陈静", "新线索 杭州示例集团 李娜 13900001234")
-    assert reply.text == ("已有相同电话的客户 #1（杭州示例集团 · 李娜 · 139****1234，"
-                          "负责人 王芳），没有重复录入。")
-    assert len(await _leads(chat)) == 1
+        session.add(Customer(company="杭州示例集团有限公司", contact="李娜",
+                             phone="13900001234", owner_id=2))
+    [card] = await chat.say("陈静", "新线索 杭州示例集团 李娜 13900001234 高 工业")
+    assert card.card.description == "检测到相似客户：李娜 | 杭州示例集团有限公司 | 139****1234"
+    assert {f.label: f.value for f in card.card.fields}["相同之处"] == "手机、公司、联系人都相同"
+    [ask] = await chat.click("陈静", card.button("仍然"), card.card_id)
+    assert ask.card.title == "补全线索 #1 的标签"  # the one tag still missing
+    await chat.click("陈静", ask.button("展会"), ask.card_id)
+    [lead] = await _leads(chat)
+    # marketing's lead goes through the engine
+    assert (lead.company, lead.status, lead.source) == ("杭州示例集团", "assigned", "expo")
+
+
+async def test_the_same_number_at_another_company_is_not_similar(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 高 工业 展会")
+    # one agreeing field (the phone: a shared switchboard, a contact who moved): new lead
+    [reply] = await chat.say("赵强", "新线索 广州样本电子厂 张伟 138 0000 1234 高 工业 展会")
+    assert reply.text.startswith("线索 #2（广州样本电子厂）已录入")
+    assert len(await _leads(chat)) == 2
 
 
 async def test_my_own_draft_typed_again_is_asked_again(chat):

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from bot import uploads
@@ -573,3 +574,11 @@ async def test_a_file_without_a_valid_row_is_closed_at_once(platform):
     async with platform.rt.sessions() as session:
         [state] = (await session.scalars(select(LeadImport.state))).all()
     assert state == "cancelled" and await leads_written(platform.rt) == 0
+    # The problem rows still come back as a workbook: nothing importable is when they
+    # matter most.
+    [download] = card.links
+    response = await platform.bot.get(urlsplit(download).path)
+    assert response.status == 200
+    book = load_workbook(io.BytesIO(await response.read()))
+    assert [list(r)[:4] for r in book.active.iter_rows(min_row=2, values_only=True)] == \
+        [[2, "示例科技五号", "张五", "12345"]]

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,16 @@ from handlers.lead_import import (
     template_bytes,
 )
 from handlers.tabular import CellError, TableRow
-from storage.models import Customer, Lead, LeadImport, LeadStatusChange, Member, Outgoing
+from storage.models import (
+    Customer,
+    Lead,
+    LeadImport,
+    LeadImportRow,
+    LeadStatusChange,
+    Member,
+    Outgoing,
+)
+from tests.harness import WORKDAY_MORNING, FrozenClock
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SALESBOT = Path(sys.executable).with_name("salesbot")
@@ -116,6 +125,8 @@ def one(values, **kw) -> lead_import.CheckedRow:
     (45292, date(2024, 1, 1)), ("45292", date(2024, 1, 1)),
     (datetime(2024, 1, 2), date(2024, 1, 2)), ("2024/01/03", date(2024, 1, 3)),
     ("2024-1-3", date(2024, 1, 3)), ("2024年1月3日", date(2024, 1, 3)),
+    ("20240103", date(2024, 1, 3)), (20240103, date(2024, 1, 3)),
+    ("2024-01-03T23:30:00+00:00", date(2024, 1, 4)), ("2024-01-03T09:30:00Z", date(2024, 1, 3)),
 ])
 def test_dates_as_text_cells_or_excel_serials_from_1899_12_30(cell, day):
     assert parse_date(cell, SHANGHAI).astimezone(SHANGHAI).date() == day
@@ -125,7 +136,12 @@ def test_a_date_time_keeps_its_time_in_the_team_timezone():
     assert parse_date("2024-01-03 09:30", SHANGHAI) == datetime(2024, 1, 3, 1, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("cell", ["下周", "2024-13-01", "1850-01-01", True])
+def test_an_iso_date_time_with_its_zone_is_that_instant():
+    assert parse_date("2024-01-03T09:30:00+08:00", SHANGHAI) == \
+        datetime(2024, 1, 3, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("cell", ["下周", "2024-13-01", "1850-01-01", True, "20241301"])
 def test_a_date_that_is_not_one_is_refused(cell):
     with pytest.raises(CellError):
         parse_date(cell, SHANGHAI)
@@ -165,10 +181,33 @@ def test_scientific_notation_text_has_lost_digits_and_is_refused():
 
 
 def test_a_landline_that_lost_its_leading_zero_is_flagged_not_guessed():
-    checked = one({"phone": 13800000000, "landline": 75512345678})
+    checked = one({"phone": 13800000000, "landline": 75512345678, "note": "展会名片"})
     assert checked.refusals == []
     assert checked.warnings == [("landline", "疑似丢失区号前导0")]
     assert checked.lead["landline"] is None
+    # Not stored as a number, not lost either: the rep finds the digits on the lead.
+    assert checked.lead["note"] == "展会名片\n座机（疑似丢失区号前导0，待核对）：75512345678"
+
+
+def test_a_mobile_in_the_second_phone_column_is_the_phone_when_there_is_none():
+    checked = one({"landline": "138 0000 1234"})
+    assert (checked.refusals, checked.lead["phone"], checked.lead["landline"]) == \
+        ([], "13800001234", None)
+    assert one({"phone": 13900000000, "landline": "13800001234"}).refusals == \
+        [("landline", "应为带区号的座机号，这是手机号")]
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("010-1234567", "不是有效的手机号或带区号的座机号"),  # Beijing numbers have 8 digits
+    ("12345", "不是有效的手机号或带区号的座机号"),  # no mobile message for 5 digits
+    ("1380000123", "手机号应为11位，这里是10位"),
+])
+def test_numbers_that_are_neither_mobile_nor_landline_say_why(cell, reason):
+    assert one({"phone": cell}).refusals == [("phone", reason)]
+
+
+def test_a_four_digit_area_code_takes_a_seven_digit_number():
+    assert one({"landline": "0755-1234567"}).lead["landline"] == "07551234567"
 
 
 def test_a_lost_zero_landline_as_the_only_number_rejects_the_row():
@@ -242,7 +281,7 @@ async def test_the_xlsx_sheet_with_the_expected_header_is_read_or_the_one_named(
 @pytest.mark.parametrize("filename, data, message", [
     ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100, "不支持旧版 .xls 格式"),
     ("leads.json", b"[]", "不支持的文件格式“.json”"),
-    ("leads.csv", "备注\n随便写写\n".encode(), "缺少必需的列：company、contact、phone/landline"),
+    ("leads.csv", "备注\n随便写写\n".encode(), "缺少必需的列：公司名称、联系人、手机号/座机"),
 ])
 async def test_a_file_that_cannot_be_read_says_why_and_stores_nothing(rt, filename, data,
                                                                        message):
@@ -255,7 +294,7 @@ async def test_a_file_that_cannot_be_read_says_why_and_stores_nothing(rt, filena
 async def test_a_missing_tag_column_is_needed_unless_a_default_supplies_it(rt):
     header = ["客户名称", "联系人", "手机", "行业", "紧急程度"]
     data = csv_bytes([["深圳示例科技有限公司", "张三", "13800001234", "工业", ""]], header)
-    with pytest.raises(ImportError, match="缺少必需的列：source"):
+    with pytest.raises(ImportError, match="缺少必需的列：来源渠道"):
         await check(rt, data)
     report = await check(rt, data, defaults={"source": "展会", "urgency": "中"})
     assert (report.accepted, report.rejected) == (1, [])
@@ -321,7 +360,13 @@ async def test_c15_phone_formats_are_one_contact_and_duplicates_of_the_first_row
                "86-138 0000 0000", "１３８００００００００", " 138 0000 0000 ", "13800000000.0",
                "+8613800000000"]
     landlines = ["0755-1234 5678", "+86 755 12345678", "(0755)12345678", "075512345678转801"]
-    rows = [row(f"公司{n}", p) for n, p in enumerate([*mobiles, *landlines, "1380000000"])]
+    # One company written as people write it (C14): each row agrees on company and phone.
+    names = ["深圳示例科技有限公司", "示例科技（深圳）有限公司", "深圳市示例科技有限责任公司",
+             "示例科技"]
+    others = ["上海样例贸易有限公司", "样例贸易(上海)有限公司"]
+    rows = [row(names[n % 4], p) for n, p in enumerate(mobiles)]
+    rows += [row(others[n % 2], p) for n, p in enumerate(landlines)]
+    rows.append(row("深圳示例科技有限公司", "1380000000"))
     report = await check(rt, csv_bytes(rows))
     assert report.accepted == 2
     assert report.duplicates == [{"row": n, "of": 2, "kind": "in_file"} for n in range(3, 10)] \
@@ -330,6 +375,34 @@ async def test_c15_phone_formats_are_one_contact_and_duplicates_of_the_first_row
         {"row": 14, "field": "phone", "reason": "手机号应为11位，这里是10位"}]
     await publish_import(rt, report.import_id, actor=None, skip_invalid=True)
     assert [lead.phone for lead in await leads(rt)] == ["13800000000", "075512345678"]
+
+
+async def test_a_number_alone_is_not_a_duplicate_but_two_agreeing_fields_are(rt):
+    header = [*HEADER, "邮箱"]
+    rows = [[*row("深圳示例科技有限公司", "13800001234"), "sales@shili.example"],
+            # the same number at another company (a shared switchboard): not the same
+            [*row("广州样本贸易有限公司", "13800001234"), ""],
+            # the same company and e-mail under a new number: the same customer
+            [*row("示例科技（深圳）有限公司", "13900005678"), "SALES@shili.example "],
+            # the same brand in another city, nothing else shared: not the same
+            [*row("北京示例科技有限公司", "13700009012"), ""]]
+    report = await check(rt, csv_bytes(rows, header))
+    assert report.duplicates == [{"row": 4, "of": 2, "kind": "in_file"}]
+    assert report.accepted == 3
+
+
+async def test_published_leads_are_found_by_the_duplicate_check_afterwards(rt):
+    from handlers.matching import find_similar, keys_for
+
+    rows = [row("深圳示例科技有限公司", "13800001234"), row("广州样例贸易有限公司", "13900005678")]
+    report = await check(rt, csv_bytes(rows))
+    await publish_import(rt, report.import_id, actor=None)
+    first, _second = await leads(rt)
+    assert (first.phone_key, first.company_core) == ("13800001234", "示例科技")
+    async with rt.sessions() as session:
+        [found] = await find_similar(session, keys_for("示例科技（深圳）有限公司", "李四",
+                                                       "+86 138 0000 1234", None))
+    assert (found.kind, found.id, found.reasons) == ("lead", first.id, ["phone", "company"])
 
 
 async def test_duplicates_of_leads_customers_and_known_external_ids_are_not_written(rt):
@@ -343,10 +416,10 @@ async def test_duplicates_of_leads_customers_and_known_external_ids_are_not_writ
         customer = Customer(company="广州样例贸易有限公司", contact="李四", phone="13800001235")
         session.add(customer)
     header = [*HEADER, "座机", "外部编号"]
-    rows = [[*row("新公司甲", "13800001234"), "", ""],
-            [*row("新公司乙", "138 0000 1235"), "", ""],
+    rows = [[*row("示例科技（深圳）有限公司", "13800001234"), "", ""],
+            [*row("广州样例贸易有限责任公司", "138 0000 1235"), "", ""],
             [*row("新公司丙", "13800001236"), "", "EXPO-1"],
-            [*row("新公司丁", ""), "0755-12345678", ""],
+            [*row("上海示例", ""), "0755-12345678", ""],
             [*row("新公司戊", "13800001237"), "", "EXPO-2"],
             [*row("新公司己", "13800001238"), "", "EXPO-2"]]
     report = await check(rt, csv_bytes(rows, header))
@@ -420,7 +493,7 @@ async def test_cancel_drops_the_staged_rows_and_publish_is_refused(rt):
 
 async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
     data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "1.38E+10"),
-                      row("广州样例贸易有限公司", "13800001234")])
+                      row("深圳市示例科技有限责任公司", "13800001234")])
     report = await check(rt, data)
     stored = await load_report(rt, report.import_id)
     assert stored == report
@@ -431,8 +504,48 @@ async def test_the_stored_report_and_the_rejected_rows_workbook(rt):
         ["行号", "公司名称", "联系人", "手机号", "行业", "紧急程度", "来源渠道", "原因"],
         [3, None, "张三", "1.38E+10", "工业", "高", "展会",
          "公司名称：必填；手机号：号码已被Excel科学计数法截断"],
-        [4, "广州样例贸易有限公司", "张三", "13800001234", "工业", "高", "展会", "与第2行重复"],
+        [4, "深圳市示例科技有限责任公司", "张三", "13800001234", "工业", "高", "展会",
+         "与第2行重复"],
     ]
+
+
+async def test_cells_that_look_like_formulas_come_back_as_text(rt):
+    data = csv_bytes([row('=HYPERLINK("http://127.0.0.1/x")', "1.38E+10")])
+    report = await check(rt, data)
+    book = load_workbook(io.BytesIO(rejected_rows_xlsx(
+        await stored_rejected_rows(rt, report.import_id))))
+    cell = book.active["B2"]
+    assert (cell.value, cell.data_type) == ('=HYPERLINK("http://127.0.0.1/x")', "s")
+
+
+async def test_a_cancelled_import_keeps_its_problem_rows_until_the_purge(rt):
+    data = csv_bytes([row("深圳示例科技有限公司", "13800001234"), row("", "1.38E+10")])
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    report = await check(rt, data)
+    await lead_import.cancel_import(rt, report.import_id, actor=None)
+    assert [r.row_number for r in await stored_rejected_rows(rt, report.import_id)] == [3]
+    assert await staged(rt) == 1  # the valid row went at once
+    rt.clock.advance(seconds=(lead_import.PROBLEMS_KEEP - timedelta(minutes=1)).total_seconds())
+    assert await lead_import.purge_imports(rt) == 0 and await staged(rt) == 1
+    rt.clock.advance(minutes=2)
+    assert await lead_import.purge_imports(rt) == 1 and await staged(rt) == 0
+
+
+async def test_a_check_nobody_confirms_is_cancelled_after_a_day(rt):
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    rt.clock.advance(seconds=(lead_import.CHECKED_KEEP + timedelta(minutes=1)).total_seconds())
+    assert await lead_import.purge_imports(rt) == 1
+    async with rt.sessions() as session:
+        assert (await session.get(LeadImport, report.import_id)).state == "cancelled"
+    assert await staged(rt) == 0 and await leads(rt) == []
+    with pytest.raises(ImportError, match="已取消"):
+        await publish_import(rt, report.import_id, actor=None)
+
+
+async def staged(rt) -> int:
+    async with rt.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(LeadImportRow))
 
 
 def test_the_template_holds_the_chinese_names_in_xlsx_and_csv():
@@ -447,10 +560,11 @@ def test_the_template_holds_the_chinese_names_in_xlsx_and_csv():
 
 
 async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(chat):
-    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    members = await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                                     {"name": "李静", "role": "marketing"})
     rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
-    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
-                                actor=None, origin="chat")
+    report = await check_import(chat.rt, csv_bytes(rows), "展会名单.csv", ImportOptions(),
+                                actor=members["李静"], origin="chat")
     await publish_import(chat.rt, report.import_id, actor=None)
     await chat.settle()
     stored = await leads(chat.rt)
@@ -461,7 +575,8 @@ async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(
         mine = [f"#{lead.id}" for lead in stored
                 if lead.assignee_id == (await _member(chat.rt, name)).id]
         assert [m.text for m in messages] == [
-            f"导入分配给您 3 条新线索（{'、'.join(mine)}），发送 /我的线索 查看并接受"]
+            f"导入分配给您 3 条新线索（{'、'.join(mine)}），发送 /我的线索 查看并接受；"
+            "一个工作日内未接受的线索会转给其他同事"]
         listing = await chat.say(name, "/我的线索")
         assert listing[0].text.startswith("您的进行中线索（3 条）：")
         assert all(f"{n} " in listing[0].text for n in mine)
@@ -479,10 +594,11 @@ async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(c
     from scheduler.sweeps import sweep_once
     from storage.models import LeadImport
 
-    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    members = await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                                     {"name": "李静", "role": "marketing"})
     rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(6)]
-    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
-                                actor=None, origin="chat")
+    report = await check_import(chat.rt, csv_bytes(rows), "展会名单.csv", ImportOptions(),
+                                actor=members["李静"], origin="chat")
 
     async def crash(*args, **kwargs):  # the process dies right after the publish commits
         raise SystemExit("killed")
@@ -513,7 +629,42 @@ async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(c
         assert digest.text.startswith("导入分配给您 3 条新线索")
     async with chat.rt.sessions() as session:
         assert (await session.get(LeadImport, report.import_id)).state == "published"
+    # The importer, who saw 开始导入 and then nothing, is told it finished and where.
+    [told] = await chat.inbox("李静")
+    assert told.text == ("导入「展会名单.csv」曾因服务中断停在分配这一步，现已自动完成："
+                         "写入 6 条，已分配给 王芳 3 条、赵强 3 条。")
 
+
+
+async def test_a_digest_lead_not_accepted_within_a_working_day_goes_to_a_colleague(chat):
+    from handlers.assignment import expire_offers
+    from storage.models import Assignment
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    rows = [row(f"示例公司{n}", f"1380000{n:04d}") for n in range(4)]
+    report = await check_import(chat.rt, csv_bytes(rows), "leads.csv", ImportOptions(),
+                                actor=None, origin="cli")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    first = {lead.id: lead.assignee_id for lead in await leads(chat.rt)}
+    await chat.say("王芳", "/我的线索")
+    wang = await _member(chat.rt, "王芳")
+    mine = [lead_id for lead_id, rep in first.items() if rep == wang.id]
+    await chat.click("王芳", f"accept:{mine[0]}")
+    # 10:00 plus 480 working minutes is 18:00 the same day (working hours 09:00–18:00).
+    chat.rt.clock.advance(hours=7, minutes=59)
+    assert await expire_offers(chat.rt) == 0
+    chat.rt.clock.advance(hours=16)  # the next morning
+    assert await expire_offers(chat.rt) == 3  # the one 王芳 accepted stays hers
+    await chat.settle()
+    now = {lead.id: (lead.assignee_id, lead.status) for lead in await leads(chat.rt)}
+    assert now[mine[0]] == (wang.id, "accepted")
+    for lead_id, rep in first.items():
+        if lead_id != mine[0]:
+            assert now[lead_id][0] not in (rep, None) and now[lead_id][1] == "assigned"
+    async with chat.rt.sessions() as session:
+        states = sorted((await session.scalars(select(Assignment.state))).all())
+    assert states == ["accepted"] + ["expired"] * 3 + ["offered"] * 3
 
 
 async def _cards(rt) -> int:
@@ -561,7 +712,7 @@ def cli_leads(tmp_path) -> int:
 def test_cli_exit_0_writes_and_prints_the_json_last(tmp_path):
     path = tmp_path / "leads.csv"
     path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234"),
-                                row("广州样例贸易有限公司", "13800001234")]))
+                                row("示例科技（深圳）有限公司", "13800001234")]))
     done = run_cli(tmp_path, "leads", "import", str(path), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
@@ -621,6 +772,16 @@ def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, name, data, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 0
+
+
+def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json", "--default", "颜色=红")
+    assert done.returncode == 2
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (last["accepted"], last["written"]) == (0, 0)
+    assert last["error"].startswith("salesbot: --default 的字段“颜色”不存在")
 
 
 def test_cli_template(tmp_path):

@@ -453,7 +453,7 @@ async def test_a_long_scan_tells_the_admin_how_far_it_is_and_a_second_one_waits(
     real = merge_chat.scan_groups
 
     async def slow(session, *, progress=None):
-        progress(1, 2)
+        await progress(1, 2)
         await release.wait()
         return await real(session, progress=progress)
 

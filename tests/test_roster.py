@@ -342,7 +342,7 @@ async def test_cli_exit_1_for_a_bad_max_open_leads_and_nothing_is_written(
 
 @pytest.mark.parametrize("filename, data, message", [
     ("team.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, "不支持旧版 .xls 格式"),
-    ("team.csv", "name,role\n张三,rep\n".encode(), "缺少必需的列：wecom_userid"),
+    ("team.csv", "name,role\n张三,rep\n".encode(), "缺少必需的列：企业微信账号"),
     ("team.csv", "名字,号码\n张三,1\n".encode(), "找不到表头行"),
     ("team.json", b"[]", "不支持的文件格式“.json”"),
 ])

@@ -194,7 +194,7 @@ def test_missing_required_columns_are_named():
     data = "客户名称,备注\n甲公司,x\n".encode()
     with pytest.raises(TableError) as info:
         read_table(data, "a.csv", COLUMNS, required=["company", ("phone", "landline")])
-    assert str(info.value) == "缺少必需的列：phone/landline"
+    assert str(info.value) == "缺少必需的列：手机/座机"
 
 
 def test_reading_from_disk(tmp_path):
@@ -234,3 +234,71 @@ def test_not_whole_numbers_are_refused_never_guessed(value, reason):
 def test_scientific_notation_text_is_no_whole_number():
     with pytest.raises(CellError):
         whole_number("1e2")
+
+
+# --- files that try to cost more than they hold ------------------------------------------
+
+
+def test_rows_past_the_cap_refuse_the_file_with_the_row_number():
+    text = "客户名称,手机\n" + "".join(f"公司{i},1380000{i:04d}\n" for i in range(6))
+    assert len(read_table(text.encode(), "a.csv", COLUMNS, max_rows=6).rows) == 6
+    with pytest.raises(TableError) as info:
+        read_table(text.encode(), "a.csv", COLUMNS, max_rows=5)
+    assert str(info.value) == "文件超过 5 行（第 7 行仍有内容），请拆分成几个文件分别导入"
+
+
+def test_the_header_is_checked_before_the_rows_are_read():
+    # Missing columns are named even though the rows below would also break the cap.
+    text = "客户名称,备注\n" + "甲公司,x\n" * 50
+    with pytest.raises(TableError, match="缺少必需的列：手机"):
+        read_table(text.encode(), "a.csv", COLUMNS, required=["phone"], max_rows=5)
+
+
+def with_sheet_xml(data: bytes, old: bytes, new: bytes) -> bytes:
+    """The workbook with one change in its first sheet's XML (openpyxl would expand a
+    huge merged range into cells while writing it)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                assert old in body
+                body = body.replace(old, new)
+            dst.writestr(item, body)
+    return out.getvalue()
+
+
+def test_a_merged_range_over_the_whole_sheet_fills_only_the_rows_that_exist():
+    # C2:XFD1048576: expanding the range cell by cell would take gigabytes.
+    data = xlsx_bytes([["客户名称", "手机", "负责人"], ["甲公司", "13800000000", "张三"],
+                       ["乙公司", "13900000000", None]], merge=["C2:C3"])
+    data = with_sheet_xml(data, b'ref="C2:C3"', b'ref="C2:XFD1048576"')
+    rows = read_table(data, "a.xlsx", COLUMNS).rows
+    assert [(r.number, r.values["owner"]) for r in rows] == [(2, "张三"), (3, "张三")]
+
+
+def test_an_empty_template_sheet_gives_way_to_a_later_sheet_with_rows():
+    book = Workbook()
+    book.active.title = "模板"
+    book.active.append(["客户名称", "手机"])
+    data_sheet = book.create_sheet("三月展会")
+    data_sheet.append(["客户名称", "手机"])
+    data_sheet.append(["甲公司", "13800000000"])
+    out = io.BytesIO()
+    book.save(out)
+    assert only_row(read_table(out.getvalue(), "a.xlsx", COLUMNS)) == \
+        (2, {"company": "甲公司", "phone": "13800000000"})
+
+
+def test_a_second_phone_column_fills_the_landline_and_other_repeats_are_reported():
+    columns = [*COLUMNS[:2], Column("landline", ("座机",)), *COLUMNS[3:]]
+    columns[1] = Column("phone", ("手机", "电话", "phone"), overflow="landline")
+    text = "客户名称,手机,电话,客户名称\n甲公司,13800000000,0755-12345678,乙公司\n"
+    table = read_table(text.encode(), "a.csv", columns)
+    assert only_row(table) == (2, {"company": "甲公司", "phone": "13800000000",
+                                   "landline": "0755-12345678"})
+    assert table.repeated == ["客户名称"]
+    # With a 座机 column of its own, a second phone column is a repeat, not a landline.
+    text = "客户名称,手机,座机,电话\n甲公司,13800000000,0755-12345678,13900000000\n"
+    table = read_table(text.encode(), "a.csv", columns)
+    assert table.repeated == ["电话"] and table.rows[0].values["phone"] == "13800000000"

@@ -1,11 +1,10 @@
 """merges: scans, proposals, remembered not-duplicates, merges; follow-ups on customers
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-07 10:00:00.000000
 
-Chained onto 0003 while the duplicates migration (0004) is developed in parallel; the
-two columns that work may add as well are added here only when they are missing.
+customers.merged_into_id comes with 0004 (the duplicates' match keys).
 """
 
 from __future__ import annotations
@@ -14,40 +13,20 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
-def _columns(table: str) -> set[str]:
-    return {column["name"] for column in sa.inspect(op.get_bind()).get_columns(table)}
-
-
-def _indexes(table: str) -> set[str]:
-    return {index["name"] for index in sa.inspect(op.get_bind()).get_indexes(table)}
-
-
 def upgrade() -> None:
 
-    if "merged_into_id" not in _columns("customers"):
-        with op.batch_alter_table("customers", schema=None) as batch_op:
-            batch_op.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
-            batch_op.create_foreign_key(
-                batch_op.f("fk_customers_merged_into_id_customers"), "customers",
-                ["merged_into_id"], ["id"])
-    if "ix_customers_merged_into_id" not in _indexes("customers"):
-        with op.batch_alter_table("customers", schema=None) as batch_op:
-            batch_op.create_index(batch_op.f("ix_customers_merged_into_id"), ["merged_into_id"],
-                                  unique=False)
-
     with op.batch_alter_table("follow_ups", schema=None) as batch_op:
-        if "customer_id" not in _columns("follow_ups"):
-            batch_op.add_column(sa.Column("customer_id", sa.Integer(), nullable=True))
-            batch_op.create_index(batch_op.f("ix_follow_ups_customer_id"), ["customer_id"],
-                                  unique=False)
-            batch_op.create_foreign_key(
-                batch_op.f("fk_follow_ups_customer_id_customers"), "customers",
-                ["customer_id"], ["id"])
+        batch_op.add_column(sa.Column("customer_id", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_follow_ups_customer_id"), ["customer_id"],
+                              unique=False)
+        batch_op.create_foreign_key(
+            batch_op.f("fk_follow_ups_customer_id_customers"), "customers",
+            ["customer_id"], ["id"])
         batch_op.alter_column("lead_id", existing_type=sa.Integer(), nullable=True)
 
     op.create_table(
@@ -185,10 +164,3 @@ def downgrade() -> None:
                                  type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_follow_ups_customer_id"))
         batch_op.drop_column("customer_id")
-    # Limitation: once this revision follows a 0004 that adds merged_into_id itself, this
-    # drop must go, or 0004's own downgrade finds the column gone.
-    with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_customers_merged_into_id"))
-        batch_op.drop_constraint(batch_op.f("fk_customers_merged_into_id_customers"),
-                                 type_="foreignkey")
-        batch_op.drop_column("merged_into_id")

@@ -1,0 +1,144 @@
+"""`/查客户 关键词`: find leads and customers by phone, e-mail, company or contact name.
+
+Every role may look (service and marketing find the customer they attach an interaction
+to); phones are masked in the answer. The keyword is read with the duplicate check's
+normalisation (handlers.normalize), and the search uses the same indexed key columns and
+company-name grams, never a scan of every record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.context import Context
+from bot.router import Router
+from handlers.leads import STATUS_NAMES
+from handlers.normalize import company_grams, company_keys, contact_key, email_key, phone_key
+from handlers.phones import mask_phone
+from storage.models import Customer, Lead, MatchGram, Member
+
+router = Router("lookup")
+
+SHOWN = 10
+# A keyword's grams found on more records than this say little: the name is searched by
+# its rarer grams (or, when all are common, by the whole core alone).
+COMMON_GRAM = 2000
+
+T_USAGE = "用法：/查客户 关键词（手机号、邮箱、公司名或联系人），例如：/查客户 示例科技"
+T_NONE = "没有找到与「{keyword}」相符的线索或客户。"
+T_FOUND = "找到 {n} 条与「{keyword}」相符的记录："
+T_MORE = "……还有更多记录没有列出，请把关键词写得更具体些。"
+T_CUSTOMER = "客户 #{id} {company} · {contact} · {phone}（负责人 {owner}）"
+T_LEAD = "线索 #{id} {company} · {contact} · {phone}（{status}，{owner}）"
+T_NOBODY = "待分配"
+T_TOO_SHORT = "关键词太短，请至少写两个字或完整的电话、邮箱。"
+
+
+@dataclass(slots=True)
+class Hit:
+    kind: str  # customer | lead
+    record: Customer | Lead
+
+
+async def search(session: AsyncSession, keyword: str, *, limit: int = SHOWN + 1) -> list[Hit]:
+    """Customers first, then leads (newest first), that match the keyword by any key."""
+    phone, email = phone_key(keyword), email_key(keyword)
+    core = company_keys(keyword).core
+    contact = contact_key(keyword)
+    hits: list[Hit] = []
+    for kind, model in (("customer", Customer), ("lead", Lead)):
+        ids = await _gram_ids(session, kind, core) if core else []
+        conditions = []
+        if phone:
+            conditions.append(model.phone_key == phone)
+        if email:
+            conditions.append(model.email_key == email)
+        if core:
+            conditions.append(model.company_core == core)
+        if contact:
+            conditions.append(model.contact_key == contact)
+        if ids:
+            conditions.append(model.id.in_(ids))
+        if not conditions:
+            continue
+        query = select(model).where(or_(*conditions))
+        if model is Customer:
+            query = query.where(Customer.status != "merged")
+        else:
+            query = query.where(Lead.status != "draft", Lead.customer_id.is_(None))
+        found = (await session.scalars(query.order_by(model.id.desc()).limit(limit))).all()
+        # A gram hit is a candidate: its name must hold the keyword's core.
+        hits += [Hit(kind, r) for r in found
+                 if r.id not in ids or (core and core in (r.company_core or ""))
+                 or _same_key(r, phone, email, contact)]
+    return hits[:limit]
+
+
+def _same_key(record: Customer | Lead, phone: str | None, email: str | None,
+              contact: str | None) -> bool:
+    return bool((phone and record.phone_key == phone) or (email and record.email_key == email)
+                or (contact and record.contact_key == contact))
+
+
+async def _gram_ids(session: AsyncSession, kind: str, core: str) -> list[int]:
+    """Records whose name holds every rare gram of the core (a name part: 示例 in
+    深圳示例科技)."""
+    grams = company_grams(core)
+    if not grams:
+        return []
+    counts = dict((await session.execute(
+        select(MatchGram.gram, func.count()).where(MatchGram.kind == kind,
+                                                   MatchGram.gram.in_(grams))
+        .group_by(MatchGram.gram))).all())
+    if any(counts.get(gram, 0) == 0 for gram in grams):
+        return []  # a gram nobody has: no name holds the whole keyword
+    rare = [gram for gram in grams if counts[gram] <= COMMON_GRAM]
+    if not rare:
+        return []
+    rows = await session.execute(
+        select(MatchGram.object_id).where(MatchGram.kind == kind, MatchGram.gram.in_(rare))
+        .group_by(MatchGram.object_id)
+        .having(func.count(func.distinct(MatchGram.gram)) == len(rare))
+        .order_by(MatchGram.object_id.desc()).limit(200))
+    return [object_id for (object_id,) in rows.all()]
+
+
+def line(hit: Hit, owners: dict[int, str]) -> str:
+    record = hit.record
+    shown = {"id": record.id, "company": record.company, "contact": record.contact}
+    if isinstance(record, Customer):
+        return T_CUSTOMER.format(**shown, phone=mask_phone(record.phone) or "-",
+                                 owner=owners.get(record.owner_id or 0, T_NOBODY))
+    number = record.phone or record.landline
+    return T_LEAD.format(**shown, phone=mask_phone(number) or "-",
+                         status=STATUS_NAMES.get(record.status, record.status),
+                         owner=owners.get(record.assignee_id or 0, T_NOBODY))
+
+
+@router.command("查客户", usage=T_USAGE, summary="/查客户 关键词：查找线索和客户（电话打码）")
+async def find_customer(ctx: Context, args: str) -> None:
+    keyword = args.strip()
+    if not keyword:
+        await ctx.reply(T_USAGE)
+        return
+    if len(keyword) < 2:
+        await ctx.reply(T_TOO_SHORT)
+        return
+    hits = await search(ctx.session, keyword)
+    if not hits:
+        await ctx.reply(T_NONE.format(keyword=keyword[:40]))
+        ctx.outcome = "none"
+        return
+    ids = {getattr(h.record, "owner_id", None) or getattr(h.record, "assignee_id", None)
+           for h in hits}
+    ids.discard(None)
+    owners = dict((await ctx.session.execute(
+        select(Member.id, Member.name).where(Member.id.in_(ids)))).all()) if ids else {}
+    lines = [T_FOUND.format(n=min(len(hits), SHOWN), keyword=keyword[:40])]
+    lines += [line(hit, owners) for hit in hits[:SHOWN]]
+    if len(hits) > SHOWN:
+        lines.append(T_MORE)
+    await ctx.reply("\n".join(lines))
