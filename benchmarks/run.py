@@ -14,6 +14,7 @@ from benchmarks import (
     bench_import,
     bench_import_chat,
     bench_intake,
+    bench_merge,
     simulate_assignment,
 )
 
@@ -45,6 +46,9 @@ async def main() -> int:
     print("Duplicates (100,000 customers in SQLite: the monthly scan, 1,000 checks at the "
           "door)…", flush=True)
     results["dedupe"] = dd = await bench_dedupe.run()
+    print("Merge review (100,000 customers: the monthly review with writes meanwhile, 200 "
+          "merges and undos)…", flush=True)
+    results["merge"] = mr = await bench_merge.run()
     print("Simulation (3 strong and 5 new reps, 4 weeks, fixed seed)…", flush=True)
     simulated = simulate_assignment.simulate()["policies"]
     results["simulation"] = sim = {
@@ -117,6 +121,7 @@ async def main() -> int:
                f"{ic['callback_max_ms']} ms over {ic['callbacks_during_import']} callbacks"),
     ]
     checks += [_check(name, ok, figure) for name, ok, figure in bench_dedupe.checks(dd)]
+    checks += [_check(name, ok, figure) for name, ok, figure in bench_merge.checks(mr)]
     print("\nSimulation (top-3 share of leads and of conversions, first contact ≤ 2 h):")
     for policy, figures in sim.items():
         print(f"  {policy}: {figures}")

@@ -31,11 +31,13 @@ from handlers.merging import (
     active_count,
     claim_scan,
     duplicate_rate,
+    finish_scan,
+    insert_proposals,
     load_records,
     merge_proposal,
     percent,
+    plan_scan,
     read_scan,
-    record_scan,
     remember_not_duplicate,
     review_period,
     running_scan,
@@ -59,6 +61,7 @@ KIND = "merge"
 # admin's other messages in the same minute. The rest wait for the next /合并扫描.
 CARDS_PER_SCAN = 15
 REST_LISTED = 5  # proposals without a card named in the summary
+WRITE_CHUNK = 1000  # new proposals a transaction
 COMPANY_CHARS = 14
 # A WeCom group robot's markdown takes 4,096 bytes: a notice names this many records.
 NOTICE_RECORDS = 10
@@ -319,10 +322,15 @@ async def run_review(
     finally:
         if watcher is not None:
             await asyncio.gather(watcher, return_exceptions=True)
+    plan = plan_scan(found, scan_id, rt.now())
+    # New proposals in short transactions: on SQLite the bot's writes go in between.
+    for start in range(0, len(plan.new), WRITE_CHUNK):
+        async with rt.sessions() as session, session.begin():
+            await insert_proposals(session, plan.new[start:start + WRITE_CHUNK])
     async with rt.sessions() as session, session.begin():
         scan = await session.get(MergeScan, scan_id)
         assert scan is not None
-        result = await record_scan(session, scan, found, rt.now())
+        result = await finish_scan(session, scan, plan, found, rt.now())
         for proposal in result.superseded:
             await _close_cards(session, rt, proposal, T_SUPERSEDED_STATUS)
         await _send_review(session, rt, result, requester_id, channel)

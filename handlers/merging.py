@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
@@ -326,58 +326,97 @@ def _priority(proposal: MergeProposal) -> tuple[int, int, int]:
 
 @dataclass(slots=True)
 class Found:
-    """What a scan read, in its read-only session: the groups and their records."""
+    """What a scan read, in its read-only snapshot: the groups, their records, the
+    remembered not-duplicates and the open proposals (signature → id)."""
 
     groups: list[Group]
     records: dict[int, Record]
     active: int
+    not_duplicates: list[frozenset[int]]
+    open: dict[str, int]
 
 
 async def read_scan(session: AsyncSession, groups: Sequence[Group]) -> Found:
-    """The groups' records and the active count, read before anything is written so
-    the write that follows is short."""
+    """Everything the scan's proposals are decided from, read before anything is
+    written, so that the writes after it are short."""
     ids = [i for g in groups for i in g.customer_ids]
-    return Found(list(groups), await load_records(session, ids), await active_count(session))
+    open_rows = await session.execute(
+        select(MergeProposal.signature, MergeProposal.id)
+        .where(MergeProposal.state == "proposed"))
+    return Found(list(groups), await load_records(session, ids), await active_count(session),
+                 await not_duplicate_sets(session), {key: i for key, i in open_rows.all()})
 
 
-async def record_scan(
-    session: AsyncSession, scan: MergeScan, found_: Found, now: datetime
-) -> ScanResult:
-    """Store what a scan found: a proposal per group not remembered as not duplicates
-    (one already open for the same group stays as it is), open proposals whose group was
-    not found again superseded, and the scan's figures."""
-    groups, records = found_.groups, found_.records
-    known = await not_duplicate_sets(session)
-    kept = [g for g in groups if len(g.customer_ids) >= 2
-            and not remembered(g.customer_ids, known)]
-    result = ScanResult(scan, remembered=len(groups) - len(kept))
-    open_now = {p.signature: p for p in (await session.scalars(
-        select(MergeProposal).where(MergeProposal.state == "proposed"))).all()}
-    found = set()
-    for group in kept:
-        members = [records[i] for i in group.customer_ids
-                   if i in records and records[i].status != "merged"]
+@dataclass(slots=True)
+class ScanPlan:
+    """A scan's proposals before they are written: the new ones as rows, the open ones
+    found again, the open ones not found again."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
+    remembered: int = 0  # groups left out as not duplicates
+
+
+def plan_scan(found: Found, scan_id: int, now: datetime) -> ScanPlan:
+    """A proposal per group not remembered as not duplicates, unless one is open for the
+    same records already; open proposals whose group was not found again go."""
+    plan = ScanPlan()
+    seen: set[str] = set()
+    for group in found.groups:
+        if remembered(group.customer_ids, found.not_duplicates):
+            plan.remembered += 1
+            continue
+        members = [found.records[i] for i in group.customer_ids
+                   if i in found.records and found.records[i].status != "merged"]
         if len(members) < 2:
             continue  # merged or deleted since the matcher read it
         key = signature(r.id for r in members)
-        found.add(key)
-        proposal = open_now.get(key)
-        if proposal is None:
-            survivor = choose_survivor(members)
-            proposal = MergeProposal(
-                scan_id=scan.id, member_ids=sorted(r.id for r in members), signature=key,
-                survivor_id=survivor, reasons=_reasons(group), score=_score(group),
-                values=surviving_values(members, survivor), state="proposed", created_at=now)
-            session.add(proposal)
-            result.new += 1
-        result.open.append(proposal)
-    for key, proposal in open_now.items():
-        if key not in found:
-            proposal.state, proposal.decided_at = "superseded", now
-            result.superseded.append(proposal)
-    await session.flush()
-    result.open.sort(key=_priority)
-    scan.active = found_.active
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in found.open:
+            plan.kept.append(found.open[key])
+            continue
+        survivor = choose_survivor(members)
+        plan.new.append({
+            "scan_id": scan_id, "member_ids": sorted(r.id for r in members),
+            "signature": key, "survivor_id": survivor, "reasons": _reasons(group),
+            "score": _score(group), "values": surviving_values(members, survivor),
+            "state": "proposed", "created_at": now})
+    plan.gone = sorted(i for key, i in found.open.items() if key not in seen)
+    return plan
+
+
+async def insert_proposals(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """One chunk of a scan's new proposals, in one statement (Core: no per-object work)."""
+    if rows:
+        await session.execute(insert(MergeProposal), list(rows))
+
+
+async def _proposals(session: AsyncSession, ids: Sequence[int]) -> list[MergeProposal]:
+    found: list[MergeProposal] = []
+    for chunk in _chunks(sorted(ids)):
+        found += (await session.scalars(
+            select(MergeProposal).where(MergeProposal.id.in_(chunk),
+                                        MergeProposal.state == "proposed"))).all()
+    return found
+
+
+async def finish_scan(
+    session: AsyncSession, scan: MergeScan, plan: ScanPlan, found: Found, now: datetime
+) -> ScanResult:
+    """The scan's last step: the open proposals as they stand now (a tap may have decided
+    one meanwhile), the ones not found again superseded, the scan's figures."""
+    result = ScanResult(scan, new=len(plan.new), remembered=plan.remembered)
+    mine = (await session.scalars(
+        select(MergeProposal).where(MergeProposal.scan_id == scan.id,
+                                    MergeProposal.state == "proposed"))).all()
+    result.open = sorted([*mine, *await _proposals(session, plan.kept)], key=_priority)
+    result.superseded = await _proposals(session, plan.gone)
+    for proposal in result.superseded:
+        proposal.state, proposal.decided_at = "superseded", now
+    scan.active = found.active
     scan.grouped = sum(len(p.member_ids) for p in result.open)
     scan.remembered = result.remembered
     scan.groups = [list(p.member_ids) for p in result.open]
