@@ -11,8 +11,6 @@ Peak memory (RSS) of this process is reported.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import resource
 import sys
@@ -21,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.common import memory_mb, percentile
+from benchmarks.common import memory_mb, percentile, run_alone
 from benchmarks.gen_customers import generate, probes
 
 CUSTOMERS = 100_000
@@ -148,15 +146,5 @@ def checks(figures: dict[str, object]) -> list[tuple[str, bool, str]]:
     ]
 
 
-def main() -> int:
-    figures = asyncio.run(run())
-    print(json.dumps(figures, ensure_ascii=False, indent=2))
-    print("\nTargets:")
-    results = checks(figures)
-    for name, ok, figure in results:
-        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {figure}")
-    return 0 if all(ok for _, ok, _ in results) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone(run, checks))

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import percentile
+from benchmarks.common import percentile, run_alone
 
 CUSTOMERS = 100_000
 MERGES = 200
@@ -127,15 +126,5 @@ def checks(figures: dict[str, object]) -> list[tuple[str, bool, str]]:
     ]
 
 
-def main() -> int:
-    figures = asyncio.run(run())
-    print(json.dumps(figures, ensure_ascii=False, indent=2))
-    print("\nTargets:")
-    results = checks(figures)
-    for name, ok, figure in results:
-        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {figure}")
-    return 0 if all(ok for _, ok, _ in results) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone(run, checks))

@@ -6,13 +6,14 @@ Every server a benchmark starts listens on 127.0.0.1 and is stopped when it ends
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,3 +148,18 @@ async def fake_stats(stack: Stack) -> dict[str, object]:
     async with aiohttp.ClientSession() as http:
         async with http.get(stack.fake_url + "/_stats") as response:
             return await response.json()
+
+
+def run_alone(
+    run: Callable[[], Awaitable[dict[str, object]]],
+    checks: Callable[[dict[str, object]], list[tuple[str, bool, str]]],
+) -> int:
+    """One benchmark by itself (`python -m benchmarks.bench_…`): its figures, its targets,
+    exit 1 when one is missed."""
+    figures = asyncio.run(run())
+    print(json.dumps(figures, ensure_ascii=False, indent=2))
+    print("\nTargets:")
+    results = checks(figures)
+    for name, ok, figure in results:
+        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {figure}")
+    return 0 if all(ok for _, ok, _ in results) else 1
