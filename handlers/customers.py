@@ -103,7 +103,9 @@ async def check_door(
 
 
 def _target(record: Stored) -> tuple[str, int]:
-    if record.kind == "lead" and record.customer_id is not None:
+    """What a stored record stands for now: a converted lead its customer, a merged-away
+    customer its survivor."""
+    if record.customer_id is not None:
         return ("customer", record.customer_id)
     return (record.kind, record.id)
 

@@ -467,7 +467,8 @@ async def find_existing(
     index = KeyIndex()
     stored = await stored_by_keys(session, phones, emails)
     for record in sorted(stored, key=lambda r: (r.kind != "customer", r.id)):
-        index.add(record, record.keys)
+        if record.status != "draft":  # a chat draft is not a lead until its tags are in
+            index.add(record, record.keys)
     for number, probe in probes.items():
         matches = index.matches(probe)
         if not matches:
@@ -475,7 +476,7 @@ async def find_existing(
         record, _verdict = min(matches, key=lambda m: (
             not m[1].strong, m[0].kind != "customer" and m[0].customer_id is None,
             -m[1].score, m[0].id))
-        if record.kind == "lead" and record.customer_id is not None:
+        if record.customer_id is not None:  # a converted lead, a merged-away customer
             found[number] = ("customer", record.customer_id)
         else:
             found[number] = (record.kind, record.id)

@@ -22,7 +22,8 @@ from handlers.assignment import (
     withdraw_offers,
 )
 from handlers.availability import unavailable_reason
-from storage.models import Assignment, Card, FollowUp, Lead, Member
+from handlers.normalize import company_keys
+from storage.models import Assignment, Card, Customer, FollowUp, Lead, Member
 
 router = Router("leads")
 
@@ -49,6 +50,7 @@ T_RECORD_USAGE = "用法：记录 [公司或线索号] 跟进内容，例如：�
 T_RECORD_NO_LEAD = "您目前没有可以登记跟进的线索。先接受一条线索，或写明线索号：记录 12 内容"
 T_RECORD_NOT_ACCEPTED = "线索 #{id} 还没有接受，请先在卡片上点「接受」。"
 T_RECORDED = "已记录到线索 #{id}（{company}）。"
+T_RECORDED_CUSTOMER = "已把这次互动记录到客户 #{id}（{company}）。"
 T_RECORD_NOT_YOURS = "线索 #{id} 不在您或您团队的名下，不能登记跟进。"
 T_MY_LEADS_EMPTY = "您目前没有进行中的线索。"
 T_MY_LEADS_HEAD = "您的进行中线索（{n} 条）："
@@ -401,6 +403,26 @@ async def _target_lead(ctx: Context, args: str) -> tuple[Lead | None, str]:
     return lead, args
 
 
+async def _target_customer(ctx: Context, args: str) -> tuple[Customer | None, str]:
+    """The customer the first word names (客户12, 客户#12, or its company as /查客户 finds
+    it, when exactly one active customer has it), and the rest as the content."""
+    first, _, rest = args.strip().partition(" ")
+    if not rest.strip():
+        return None, args
+    number = first.removeprefix("客户").lstrip("#")
+    if first.startswith("客户") and is_number(number):
+        customer = await ctx.session.get(Customer, int(number))
+        return (customer, rest.strip()) if customer and customer.status != "merged" \
+            else (None, args)
+    core = company_keys(first).core
+    if not core:
+        return None, args
+    found = (await ctx.session.scalars(
+        select(Customer).where(Customer.company_core == core, Customer.status != "merged")
+        .limit(2))).all()
+    return (found[0], rest.strip()) if len(found) == 1 else (None, args)
+
+
 async def _may_record(ctx: Context, lead: Lead) -> bool:
     """Reps log on their own leads, managers on their reps' leads; service and marketing
     attach interactions to any lead."""
@@ -418,6 +440,16 @@ async def record(ctx: Context, args: str) -> None:
     if not args or is_number(args.strip().lstrip("#")):
         await ctx.reply(T_RECORD_USAGE)  # nothing to record, or only the lead's number
         return
+    if ctx.member.role in ("service", "marketing"):
+        customer, rest = await _target_customer(ctx, args)
+        if customer is not None:
+            # Service and marketing attach an interaction to the customer itself.
+            ctx.session.add(FollowUp(lead_id=None, customer_id=customer.id,
+                                     member_id=ctx.member.id, kind="interaction",
+                                     content=rest, at=ctx.now))
+            await ctx.reply(T_RECORDED_CUSTOMER.format(id=customer.id,
+                                                       company=customer.company))
+            return
     lead, content = await _target_lead(ctx, args)
     named = args.split(" ", 1)[0].lstrip("#")
     if lead is None and is_number(named) and " " in args:

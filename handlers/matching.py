@@ -476,14 +476,17 @@ class Stored:
     kind: Kind
     id: int
     keys: MatchKeys
-    customer_id: int | None = None  # a converted lead's customer
+    # A converted lead's customer; a merged-away customer's survivor.
+    customer_id: int | None = None
     status: str | None = None
 
 
 async def stored_by_keys(session: AsyncSession, phones: Collection[str],
                          emails: Collection[str]) -> list[Stored]:
-    """Active customers and leads holding one of these phone or e-mail keys, by the
-    indexed key columns (every similar pair shares one of the two: see the docstring)."""
+    """Customers and leads holding one of these phone or e-mail keys, by the indexed key
+    columns (every similar pair shares one of the two: see the docstring). A customer
+    merged away is kept, pointing at the customer it is now (its other number may be
+    the one a new record shares); one whose survivor is gone is left out."""
     found: dict[tuple[Kind, int], Stored] = {}
     for kind in ("customer", "lead"):
         table = _table(kind)
@@ -494,12 +497,18 @@ async def stored_by_keys(session: AsyncSession, phones: Collection[str],
             for start in range(0, len(values), BATCH):
                 query = select(*columns, *extra).where(
                     table.c[column].in_(values[start:start + BATCH]))
-                if kind == "customer":
-                    query = query.where(table.c.status != "merged")
                 for row in (await session.execute(query)).all():
                     found.setdefault((kind, row.id), Stored(
                         kind, row.id, _row_keys(row),
                         row.customer_id if kind == "lead" else None, row.status))
+    merged = {r.id for r in found.values() if r.kind == "customer" and r.status == "merged"}
+    if merged:
+        survivors = await _survivors(session, merged)
+        for customer_id in merged:
+            if survivors.get(customer_id) is None:
+                del found[("customer", customer_id)]
+            else:
+                found[("customer", customer_id)].customer_id = survivors[customer_id]
     return list(found.values())
 
 

@@ -301,3 +301,18 @@ def test_a_tags_button_survives_dingtalks_markdown_fallback():
     key = "tags:12:source=sem"
     assert parse_action_text(action_text("SEM", key)) == key
     assert parse_action_text("高 (tags:12:urgency=high=x)") is None
+
+
+async def test_a_match_with_a_merged_away_customer_points_at_its_survivor(chat):
+    await chat.add_members(*ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        survivor = Customer(company="深圳示例科技有限公司", contact="张伟", phone="13800001234",
+                            owner_id=2)
+        session.add(survivor)
+        await session.flush()
+        session.add(Customer(company="深圳示例科技有限公司", contact="张伟", phone="13900005678",
+                             owner_id=3, status="merged", merged_into_id=survivor.id))
+    # the merged-away record's number: the survivor is who it is now
+    [card] = await chat.say("王芳", "新线索 示例科技 王五 13900005678 高 工业 展会")
+    assert {f.label: f.value for f in card.card.fields}["已有记录"] == "客户 #1"
+    assert card.card.description == "检测到相似客户：张伟 | 深圳示例科技有限公司 | 138****1234"

@@ -51,3 +51,24 @@ async def test_service_may_look_but_not_create(chat):
     assert refused.text.startswith("「新线索」只对")
     [none] = await chat.say("孙丽", "/查客户 杭州示例集团")
     assert none.text.startswith("没有找到")
+
+
+async def test_service_attaches_an_interaction_to_the_customer_it_found(chat):
+    from sqlalchemy import select
+
+    from storage.models import FollowUp
+
+    await chat.add_members(*ROSTER)
+    await _customers(chat)
+    [reply] = await chat.say("孙丽", "记录 示例科技（深圳） 客户来电咨询保修")
+    assert reply.text == "已把这次互动记录到客户 #1（深圳示例科技有限公司）。"
+    [reply] = await chat.say("孙丽", "记录 客户#1 回访满意")
+    assert reply.text == "已把这次互动记录到客户 #1（深圳示例科技有限公司）。"
+    async with chat.rt.sessions() as session:
+        rows = (await session.execute(select(FollowUp.customer_id, FollowUp.lead_id,
+                                             FollowUp.kind, FollowUp.content))).all()
+    assert rows == [(1, None, "interaction", "客户来电咨询保修"),
+                    (1, None, "interaction", "回访满意")]
+    # a merged-away customer takes none
+    [reply] = await chat.say("孙丽", "记录 客户#2 来电")
+    assert not reply.text.startswith("已把这次互动")
