@@ -48,6 +48,7 @@ from storage.models import (
     LeadImport,
     LeadImportRow,
     LeadStatusChange,
+    MatchGram,
     Member,
 )
 
@@ -196,14 +197,10 @@ class CheckedRow:
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (field, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (field, message)
     raw: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def match(self) -> MatchKeys:
-        """What the duplicate check compares: as a stored lead's keys (its phone, else its
-        landline)."""
-        lead = self.lead
-        return keys_for(lead.get("company"), lead.get("contact"),
-                        lead.get("phone") or lead.get("landline"), lead.get("email"))
+    # What the duplicate check compares (a row without refusals): as a stored lead's
+    # keys, its phone else its landline. Computed once: the normalisation is the
+    # costliest part of a row's check.
+    match: MatchKeys = field(default_factory=MatchKeys)
 
 
 def _blank(value: CellValue) -> bool:
@@ -405,7 +402,9 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         "external_id": parsed.get("external_id"),
     }
     raw = {name: cell_text(row.values.get(name)) for name in row.values}
-    return CheckedRow(row.number, lead, refusals, warnings, raw)
+    match = MatchKeys() if refusals else keys_for(
+        lead["company"], lead["contact"], lead["phone"] or lead["landline"], lead["email"])
+    return CheckedRow(row.number, lead, refusals, warnings, raw, match)
 
 
 def parse_defaults(pairs: Iterable[str]) -> dict[str, str]:
@@ -642,7 +641,7 @@ def _stage(
                                for f, m in row.warnings)
     return {"import_id": import_id, "row_number": row.number, "status": status,
             "problem": problem or None, "raw": row.raw if status != "valid" else None,
-            **row.lead}
+            **row.lead, **row.match.columns()}
 
 
 # --- the stored report -------------------------------------------------------------------
@@ -764,7 +763,8 @@ def template_bytes(ext: str) -> bytes:
 # --- publish -----------------------------------------------------------------------------
 
 _LEAD_COLUMNS = ("company", "contact", "phone", "landline", "email", "industry", "urgency",
-                 "source", "note", "employees", "first_contact_at", "external_id")
+                 "source", "note", "employees", "first_contact_at", "external_id",
+                 "phone_key", "email_key", "company_full", "company_core", "contact_key")
 
 
 async def publish_import(
@@ -880,16 +880,18 @@ async def _late_duplicates(session: AsyncSession, import_id: int, watermark: int
     emails = [row.email_key for row in late if row.email_key]
     r = LeadImportRow
     staged = (await session.execute(
-        select(r.id, r.company, r.contact, r.phone, r.landline, r.email, r.external_id)
+        select(r.id, r.external_id, r.phone_key, r.email_key, r.company_full,
+               r.company_core, r.contact_key)
         .where(r.import_id == import_id, r.status == "valid",
-               or_(r.phone.in_(phones), r.landline.in_(phones), r.email.in_(emails),
+               or_(r.phone_key.in_(phones), r.email_key.in_(emails),
                    r.external_id.in_(list(external))))
     )).all()
     for row in staged:
         if row.external_id in external:
             kind, of = "external_id", external[row.external_id]
         else:
-            probe = keys_for(row.company, row.contact, row.phone or row.landline, row.email)
+            probe = MatchKeys(row.company_full, row.company_core, row.phone_key,
+                              row.email_key, row.contact_key)
             matches = index.matches(probe)
             if not matches:
                 continue
@@ -899,25 +901,36 @@ async def _late_duplicates(session: AsyncSession, import_id: int, watermark: int
 
 
 async def _index_keys(rt: Runtime, import_id: int) -> None:
-    """The published leads' match keys (the INSERT … SELECT wrote none), a short
-    transaction per chunk; idempotent, so a resumed import simply carries on."""
+    """The published leads' company grams (their keys came from the staged rows), a short
+    transaction per chunk; rows staged without keys (before revision 0006) are indexed
+    whole. Idempotent: a resumed import carries on where it stopped."""
     from handlers.matching import index_rows
+    from handlers.normalize import company_grams
 
     last = 0
     while True:
         began = asyncio.get_running_loop().time()
         async with rt.sessions() as session, session.begin():
-            ids = (await session.scalars(
-                select(Lead.id).where(Lead.import_id == import_id, Lead.id > last,
-                                      Lead.company_full.is_(None), Lead.phone_key.is_(None),
-                                      Lead.email_key.is_(None))
-                .order_by(Lead.id).limit(WRITE_CHUNK))).all()
-            if ids:
-                await index_rows(session, "lead", ids)
-                last = ids[-1]
+            rows = (await session.execute(
+                select(Lead.id, Lead.company_core, Lead.phone_key, Lead.email_key)
+                .where(Lead.import_id == import_id, Lead.id > last)
+                .order_by(Lead.id).limit(CHUNK))).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            bare = {r.id for r in rows if not (r.company_core or r.phone_key or r.email_key)}
+            if bare:
+                await index_rows(session, "lead", bare)
+            keyed = [r for r in rows if r.id not in bare]
+            done = set((await session.scalars(
+                select(MatchGram.object_id).where(MatchGram.kind == "lead",
+                                                  MatchGram.object_id.in_([r.id for r in keyed]))
+                .distinct())).all()) if keyed else set()
+            grams = [{"kind": "lead", "object_id": r.id, "gram": gram} for r in keyed
+                     if r.id not in done for gram in company_grams(r.company_core or "")]
+            if grams:
+                await session.execute(MatchGram.__table__.insert(), grams)
         await _yield_writer(rt, began)
-        if len(ids) < WRITE_CHUNK:
-            return
 
 
 async def _hand_out(

@@ -313,6 +313,12 @@ class LeadImportRow(Base):
     first_contact_at: Mapped[datetime | None]
     employees: Mapped[int | None] = mapped_column(Integer)
     external_id: Mapped[str | None] = mapped_column(String(128))
+    # The match keys, computed once at the check and copied into the leads at publish.
+    phone_key: Mapped[str | None] = mapped_column(String(24))
+    email_key: Mapped[str | None] = mapped_column(String(200))
+    company_full: Mapped[str | None] = mapped_column(String(200))
+    company_core: Mapped[str | None] = mapped_column(String(200))
+    contact_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class FollowUp(Base):
