@@ -237,6 +237,11 @@ def _lost_zero(text: str) -> bool:
     if not digits.isdigit() or digits.startswith(("0", "1")):
         return False
     try:
+        parse_phone(digits)
+        return False  # a whole number already: a 400 service line
+    except PhoneError:
+        pass
+    try:
         return parse_phone("0" + digits).kind == "landline"
     except PhoneError:
         return False

@@ -55,6 +55,7 @@ from handlers.normalize import (
     company_keys,
     contact_key,
     email_key,
+    generic_place,
     is_mobile,
     phone_key,
 )
@@ -161,7 +162,12 @@ def company_score(a: str | None, b: str | None) -> int:
     short, long = sorted((a_own, b_own), key=len)
     if len(short) >= 2 and short in long and len(short) >= CONTAINED_SHARE * len(long):
         return CONTAINED_SCORE
-    return int(fuzz.ratio(a_own, b_own))
+    score = int(fuzz.ratio(a_own, b_own))
+    if score >= COMPANY_THRESHOLD and generic_place(a_own) and generic_place(b_own):
+        # Names of a place and generic words differ in what they say, not by a typo:
+        # 北京大学 / 南京大学 / 北京理工大学 are three institutions.
+        return COMPANY_THRESHOLD - 1
+    return score
 
 
 def decide(a: MatchKeys, b: MatchKeys, *, switchboard: bool = False) -> Verdict:

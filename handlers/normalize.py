@@ -32,6 +32,10 @@ class CompanyKeys(NamedTuple):
 _BRACKETS = str.maketrans({"[": "(", "]": ")", "【": "(", "】": ")", "〔": "(", "〕": ")",
                            "〈": "(", "〉": ")", "《": "(", "》": ")", "{": "(", "}": ")"})
 _SPACES = re.compile(r"\s+")
+# Spaces between Chinese characters are typing, not words: 深圳 示例 科技 有限 公司.
+_CJK_SPACES = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
+# Punctuation around a name (a trailing 。 or quotes) is not part of it; brackets are.
+_EDGE_PUNCTUATION = re.compile(r"^[^\w(]+|[^\w)]+$")
 _NOT_WORD = re.compile(r"[\W_]+")
 _IN_BRACKETS = re.compile(r"\(([^()]*)\)")
 # Partnership and sole-proprietor notes are legal forms written in brackets.
@@ -81,6 +85,61 @@ _REGIONS = _region_forms()
 # Whole region names only, longest first: 广东省 before 广东, 长沙 never matches 长城.
 _REGION = re.compile("|".join(sorted(map(re.escape, _REGIONS), key=len, reverse=True)))
 _CITY_WITH_SUFFIX = frozenset(f for f in _REGIONS if f.endswith("市"))
+# In Latin letters a region is a whole word: Shenzhen Example, never Shanghaitang.
+_LATIN_REGION = re.compile(
+    "(?:" + "|".join(sorted(map(re.escape, regions.LATIN), key=len, reverse=True))
+    + ")(?![a-z])")
+
+# Words every town has (大学, 银行, 人民医院, 第一中学): a core made only of these is no
+# brand, so the region stays in it. 北京大学 is not 南京大学, 北京银行 not 南京银行.
+_GENERIC_WORDS = frozenset((
+    "大学", "学院", "学校", "中学", "小学", "幼儿园", "师范", "理工", "工业", "农业", "科技",
+    "医科", "财经", "外国语", "职业", "技术", "实验", "附属", "医院", "人民", "中医",
+    "中医院", "妇幼", "保健院", "儿童", "卫生院", "疾控", "中心", "银行", "商业", "农商",
+    "农村", "信用社", "证券", "保险", "信托", "电视台", "广播", "日报", "晚报", "报社",
+    "图书馆", "博物馆", "体育", "会展", "机场", "地铁", "公交", "港务", "电力", "供电",
+    "供电局", "燃气", "自来水", "水务", "烟草", "移动", "联通", "电信", "市政", "政府",
+    "人民政府", "法院", "检察院", "公安局", "税务局", "医药", "药业", "电子", "贸易",
+    "实业", "集团", "控股", "投资", "建设", "建筑", "工程", "传媒", "物流", "机械",
+    "商贸", "酒店", "宾馆", "发展", "管理", "服务", "咨询", "信息", "网络", "软件",
+    "制造", "食品", "国际", "教育", "文化", "旅游", "地产", "房地产", "置业", "物业",
+    "环保", "能源", "汽车", "第一", "第二", "第三", "第四", "第五", "第六", "第七", "第八",
+    "第九", "第十", "市立", "省立", "university", "college", "school", "hospital", "bank",
+    "group", "holdings", "holding", "international", "technology", "tech", "trading",
+))
+_GENERIC_LONGEST = max(map(len, _GENERIC_WORDS))
+
+
+def _generic(core: str) -> bool:
+    """Whether the core is nothing but generic words (人民医院, 第一中学, 银行)."""
+    if not core:
+        return False
+    ends = {0}
+    for start in range(len(core)):
+        if start not in ends:
+            continue
+        for size in range(2, min(_GENERIC_LONGEST, len(core) - start) + 1):
+            if core[start:start + size] in _GENERIC_WORDS:
+                ends.add(start + size)
+    return len(core) in ends
+
+
+def generic_place(core: str) -> str | None:
+    """The region of a core that is a region plus generic words (北京大学 → 北京), else
+    None: two such names in different places are different institutions."""
+    match, short = _region_at(core)
+    if match is None or not short:
+        return None
+    return short if _generic(core[match.end():]) else None
+
+
+def _region_at(text: str, start: int = 0) -> tuple[re.Match[str] | None, str | None]:
+    """The region name at `start` (Chinese, or a Latin word) and its short name."""
+    match = _REGION.match(text, start)
+    if match is not None:
+        return match, _REGIONS[match.group()]
+    match = _LATIN_REGION.match(text, start)
+    return (match, regions.LATIN[match.group()]) if match else (None, None)
 
 
 @lru_cache(maxsize=1)
@@ -89,10 +148,12 @@ def _to_simplified() -> OpenCC:
 
 
 def _clean(text: str) -> str:
-    """NFKC (full-width → half-width), lowercase, simplified Chinese, one space at most."""
+    """NFKC (full-width → half-width), lowercase, simplified Chinese, one space at most;
+    invisible format characters (a zero-width space pasted from a web page) removed."""
     text = unicodedata.normalize("NFKC", text).lower().translate(_BRACKETS)
     if not text.isascii():
-        text = _to_simplified().convert(text)
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+        text = _CJK_SPACES.sub("", _to_simplified().convert(text))
     return _SPACES.sub(" ", text).strip()
 
 
@@ -106,13 +167,13 @@ def _strip_region_prefix(text: str) -> tuple[str | None, str]:
     A region is stripped only when at least two characters of name remain after it."""
     region: str | None = None
     for _ in range(3):
-        match = _REGION.match(text)
+        match, short = _region_at(text)
         if match is None:
             break
         rest = text[match.end():].lstrip(" ·-_,")
         if len(_compact(rest)) < 2:
             break
-        region = _REGIONS[match.group()] or region
+        region = short or region
         text = rest
         if match.group() in _CITY_WITH_SUFFIX:
             district = _DISTRICT.match(text)
@@ -127,10 +188,10 @@ def _whole_region(text: str) -> str | None:
     text = _compact(text)
     region = None
     while text:
-        match = _REGION.match(text)
+        match, short = _region_at(text)
         if match is None:
             return None
-        region = _REGIONS[match.group()] or region or ""
+        region = short or region or ""
         text = text[match.end():]
     return region
 
@@ -194,18 +255,24 @@ def company_keys(name: str | None) -> CompanyKeys:
 
     深圳市示例科技有限公司, 示例科技（深圳）有限公司 and 深圳示例科技有限责任公司 all give
     CompanyKeys(full="深圳示例科技", core="示例科技")."""
-    text = _clean(name or "")
+    text = _EDGE_PUNCTUATION.sub("", _clean(name or ""))
     if not _compact(text):
         return CompanyKeys("", "")
     text, branch = _split_branch(text)
     bracket_region, text = _strip_brackets(text)
     text = _strip_legal(text)
+    before_region = text
     prefix_region, text = _strip_region_prefix(text)
     core = _compact(text)
     if not core:
         core = _compact(_clean(name or ""))
     region = prefix_region or bracket_region
-    full = (region or "") + core
+    if _generic(core) and (region or text != before_region):
+        # 北京大学, 中国银行: without its region such a name says nothing.
+        core = region + core if region else _compact(before_region)
+        full = core
+    else:
+        full = (region or "") + core
     if branch:
         tail = BRANCH_MARK + _branch_key(branch)
         full, core = full + tail, core + tail

@@ -16,6 +16,10 @@ _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 # Area codes: 010 and 02x are three digits and their numbers eight (010-12345678); the
 # rest are four (0755, 0571, …) with numbers of seven or eight digits.
 _LANDLINE = re.compile(r"^0(?:(?:10|2\d)\d{8}|[3-9]\d{2}\d{7,8})$")
+# Nationwide service numbers (400-123-4567, 800-…): ten digits, no area code.
+_HOTLINE = re.compile(r"^[48]00\d{7}$")
+# The trunk 0 written in brackets after the country code: +86 (0)755 1234 5678.
+_TRUNK_IN_BRACKETS = re.compile(r"^(\+?\s*(?:00)?\s*86)[\s-]*\(0\)")
 
 
 class PhoneError(ValueError):
@@ -48,6 +52,7 @@ def parse_phone(raw: str) -> Phone:
         text = text[:-2]  # a number cell read as a float: 13800000000.0
     if not _ALLOWED.match(text):
         raise PhoneError("号码含有无法识别的字符")
+    text = _TRUNK_IN_BRACKETS.sub(r"\1 ", text)
     digits = re.sub(r"\D", "", text)
     if text.lstrip("( ").startswith(("+", "00")) and not digits.startswith(("86", "0086")):
         raise PhoneError("仅支持中国大陆的号码（+86）")
@@ -56,6 +61,8 @@ def parse_phone(raw: str) -> Phone:
         digits, international = digits[4:], True
     elif digits.startswith("86") and len(digits) >= 12:
         digits, international = digits[2:], True
+    if international and _HOTLINE.match(digits):
+        return Phone(digits, "landline", extension)
     if international and (not digits.startswith(("0", "1")) or digits.startswith("10")):
         # +86 755 12345678, +86 10 12345678: the trunk 0 is dropped abroad; no mobile
         # starts with 10, so that is Beijing's area code.
@@ -64,7 +71,7 @@ def parse_phone(raw: str) -> Phone:
         if extension:
             raise PhoneError("手机号不能带分机号")
         return Phone(digits, "mobile")
-    if _LANDLINE.match(digits):
+    if _LANDLINE.match(digits) or (_HOTLINE.match(digits) and not international):
         return Phone(digits, "landline", extension)
     head, dash, tail = text.rpartition("-")
     if dash and extension is None and tail.strip().isdigit() and len(tail.strip()) <= 6:
@@ -97,9 +104,20 @@ def mask_phone(number: str | None) -> str:
     return "****"
 
 
-_PHONE_IN_TEXT = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+# Digits as people write them in text: ASCII or full-width, grouped 3-4-4 with spaces or
+# dashes, after +86 / 0086 / 86 or not; landlines with their area code.
+_D = "[0-9\uff10-\uff19]"
+_SEP = "[ \\-\u3000]?"
+_MOBILE_IN_TEXT = re.compile(
+    rf"(?<![0-9\uff10-\uff19])((?:(?:\+|00)?86{_SEP})?[1\uff11][3-9\uff13-\uff19]{_D})"
+    rf"{_SEP}{_D}{{4}}{_SEP}({_D}{{4}})(?![0-9\uff10-\uff19])")
+_LANDLINE_IN_TEXT = re.compile(
+    rf"(?<![0-9\uff10-\uff19])([0\uff10]{_D}{{2,3}})[ \-)]?{_D}{{3,4}}{_SEP}({_D}{{4}})"
+    rf"(?![0-9\uff10-\uff19])")
 
 
 def mask_phones_in(text: str) -> str:
-    """Mask every mobile number inside free text (for logs and group messages)."""
-    return _PHONE_IN_TEXT.sub(r"\1****\3", text)
+    """Mask every mobile and landline number inside free text (for logs and group
+    messages), however it is grouped: 138****5678, 0755****5678."""
+    text = _MOBILE_IN_TEXT.sub(r"\1****\2", text)
+    return _LANDLINE_IN_TEXT.sub(r"\1****\2", text)

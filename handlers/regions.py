@@ -107,3 +107,29 @@ def prefecture_cities() -> list[str]:
     cities = [city for group in PROVINCES.values() for city in group]
     cities += [city for _, group in AUTONOMOUS_REGIONS.values() for city in group]
     return cities + list(COUNTY_CITIES)
+
+# Regions as names written in Latin letters carry them (Example Tech (Shenzhen) Co., Ltd.):
+# the pinyin or English name → the short name above; the country → "".
+LATIN: dict[str, str] = {
+    "china": "", "prc": "",
+    "beijing": "北京", "shanghai": "上海", "tianjin": "天津", "chongqing": "重庆",
+    "guangzhou": "广州", "shenzhen": "深圳", "hangzhou": "杭州", "nanjing": "南京",
+    "suzhou": "苏州", "wuhan": "武汉", "chengdu": "成都", "xian": "西安", "xi'an": "西安",
+    "dongguan": "东莞", "foshan": "佛山", "xiamen": "厦门", "qingdao": "青岛",
+    "dalian": "大连", "ningbo": "宁波", "shenyang": "沈阳", "changsha": "长沙",
+    "zhengzhou": "郑州", "jinan": "济南", "hefei": "合肥", "fuzhou": "福州",
+    "kunming": "昆明", "harbin": "哈尔滨", "changchun": "长春", "wuxi": "无锡",
+    "zhuhai": "珠海", "zhongshan": "中山", "huizhou": "惠州", "shantou": "汕头",
+    "nanning": "南宁", "guiyang": "贵阳", "nanchang": "南昌", "taiyuan": "太原",
+    "shijiazhuang": "石家庄", "lanzhou": "兰州", "haikou": "海口", "sanya": "三亚",
+    "urumqi": "乌鲁木齐", "hohhot": "呼和浩特", "yantai": "烟台", "weihai": "威海",
+    "wenzhou": "温州", "shaoxing": "绍兴", "jiaxing": "嘉兴", "changzhou": "常州",
+    "nantong": "南通", "xuzhou": "徐州", "tangshan": "唐山", "baoding": "保定",
+    "hong kong": "香港", "hongkong": "香港", "macau": "澳门", "macao": "澳门",
+    "taipei": "台北", "guangdong": "广东", "jiangsu": "江苏", "zhejiang": "浙江",
+    "shandong": "山东", "fujian": "福建", "sichuan": "四川", "hubei": "湖北",
+    "hunan": "湖南", "henan": "河南", "hebei": "河北", "anhui": "安徽", "jiangxi": "江西",
+    "liaoning": "辽宁", "jilin": "吉林", "heilongjiang": "黑龙江", "shanxi": "山西",
+    "shaanxi": "陕西", "yunnan": "云南", "guizhou": "贵州", "guangxi": "广西",
+    "hainan": "海南",
+}

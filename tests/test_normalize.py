@@ -6,6 +6,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from handlers import regions
+from handlers.matching import COMPANY_THRESHOLD, company_score
 from handlers.normalize import (
     CompanyKeys,
     company_grams,
@@ -167,3 +168,35 @@ def test_company_grams_are_distinct_bigrams():
         {"示例", "例科", "科技", "技深", "深圳", "圳分", "分公", "公司"})
     assert company_grams("示") == ["示"]
     assert company_grams("") == []
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("北京大学", "南京大学"),
+    ("北京银行", "南京银行"),
+    ("深圳市第一人民医院", "广州市第一人民医院"),
+    ("北京大学", "北京理工大学"),
+])
+def test_a_name_made_of_generic_words_keeps_its_region(one, other):
+    # Stripping 北京 from 北京大学 would leave 大学, and every city has one.
+    a, b = company_keys(one), company_keys(other)
+    assert a.core != b.core
+    assert company_score(a.core, b.core) < COMPANY_THRESHOLD
+    assert company_keys("中国银行").core == "中国银行"
+    assert company_keys("北京市第一中学").core == "北京第一中学"
+
+
+@pytest.mark.parametrize("name", [
+    "深圳示例科技有限公司。", "“深圳示例科技有限公司”", "\u200b深圳示例科技有限公司",
+    "深圳 示例 科技 有限 公司", "深圳示例科技有限公司\ufeff",
+])
+def test_stray_punctuation_invisible_characters_and_spacing_do_not_hide_a_name(name):
+    assert company_keys(name) == CompanyKeys("深圳示例科技", "示例科技")
+
+
+def test_a_region_in_latin_letters_is_a_region():
+    expected = CompanyKeys("深圳exampletech", "exampletech")
+    assert company_keys("Example Tech (Shenzhen) Co., Ltd.") == expected
+    assert company_keys("Shenzhen Example Tech Co., Ltd.") == expected
+    assert company_keys("Example Tech (China) Co., Ltd.") == CompanyKeys("exampletech",
+                                                                        "exampletech")
+    assert company_keys("Shanghaitang Ltd").core == "shanghaitang"  # not 上海 + tang

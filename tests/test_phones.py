@@ -105,3 +105,27 @@ def test_an_extension_after_the_last_dash(raw, stored):
 def test_a_number_abroad_is_refused_not_read_as_a_mobile():
     with pytest.raises(PhoneError, match="仅支持中国大陆"):
         parse_phone("+1 415 555 0100")
+
+
+@pytest.mark.parametrize(("raw", "stored"), [
+    ("+86 (0)755 1234 5678", "075512345678"),
+    ("+86 (0)138 0000 0000", "13800000000"),
+    ("400-123-4567", "4001234567"),
+    ("800 123 4567", "8001234567"),
+    ("+86 400 123 4567", "4001234567"),
+])
+def test_a_bracketed_trunk_zero_and_service_numbers_are_read(raw, stored):
+    assert normalize_phone(raw) == stored
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("来电 +8613800001234", "来电 +86138****1234"),
+    ("手机 138-0000-1234 已接通", "手机 138****1234 已接通"),
+    ("手机 138 0000 1234", "手机 138****1234"),
+    ("手机 １３８００００１２３４", "手机 １３８****１２３４"),
+    ("座机 0755-1234 5678", "座机 0755****5678"),
+    ("座机 075512345678 转801", "座机 0755****5678 转801"),
+    ("日期 2024-01-02，订单 20240102123456，金额 100000", None),
+])
+def test_logs_never_carry_a_phone_however_it_is_grouped(text, masked):
+    assert mask_phones_in(text) == (masked or text)
