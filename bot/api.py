@@ -22,11 +22,19 @@ from bot.app import RUNTIME
 from bot.batching import Batcher
 from bot.runtime import Runtime
 from config.settings import Settings
-from handlers.customers import Match, check_door, load_match
+from handlers.customers import (
+    SIMILAR_SHOWN,
+    DoorCheck,
+    Match,
+    check_door,
+    load_match,
+    lock_door,
+)
+from handlers.enquiries import known_enquiries, record_enquiry
 from handlers.intake import DRAFT, URGENCIES, LeadInput, canonical_tag, create_leads
 from handlers.matching import keys_for
 from handlers.phones import PhoneError, parse_phone
-from storage.models import Customer, Lead, Member
+from storage.models import Customer, Enquiry, Lead, Member
 
 log = logging.getLogger(__name__)
 
@@ -194,36 +202,68 @@ async def _create_batch(
     records. A known external_id is answered with its lead, as always (the first body
     wins)."""
     async with rt.sessions() as session, session.begin():
+        now = rt.now()
         wanted = [d.external_id for d in batch if d.external_id]
         known = set((await session.scalars(
             select(Lead.external_id).where(Lead.external_id.in_(wanted)))).all()) \
             if wanted else set()
-        checks = await check_door(session, [
-            keys_for(d.company, d.contact, d.phone, d.email) for d in batch])
+        enquired = await known_enquiries(session, [w for w in wanted if w not in known])
+        probes = [keys_for(d.company, d.contact, d.phone, d.email) for d in batch]
+        await lock_door(session, probes)
+        checks = await check_door(session, probes)
         linked = {i for i, check in enumerate(checks) if batch[i].external_id not in known
-                  and (check.strong is not None or check.earlier is not None)}
+                  and (batch[i].external_id in enquired or check.strong is not None
+                       or check.earlier is not None)}
         fresh = [i for i in range(len(batch)) if i not in linked]
-        stored = await create_leads(session, rt, [batch[i] for i in fresh], rt.now(),
+        stored = await create_leads(session, rt, [batch[i] for i in fresh], now,
                                     origin="api")
         leads = dict(zip(fresh, stored, strict=True))
         names = await _assignee_names(session, [lead for lead, _ in stored])
         views: list[tuple[dict[str, Any], bool]] = []
         for i, check in enumerate(checks):
+            data = batch[i]
             if i in leads:
                 lead, created = leads[i]
                 view = _view(lead, names)
                 if created:
-                    view["similar"] = [m.as_json() for m in check.matches]
+                    view["similar"] = _similar(check, leads)
                 views.append((view, created))
+            elif data.external_id in enquired:
+                # The same post again (a retry): answered as the first time, kept once.
+                enquiry = enquired[data.external_id]
+                views.append((await _linked_view(session, Match(
+                    enquiry.kind, enquiry.object_id, 100, ["strong"], True)), False))
             elif check.strong is not None:
                 views.append((await _linked_view(session, check.strong), False))
+                _remember(enquired, data, await record_enquiry(
+                    session, rt, data, check.strong.kind, check.strong.id, now, origin="api"))
             else:
                 earlier = views[check.earlier or 0][0]
                 views.append(({**earlier, "linked": True, "kind": earlier.get("kind", "lead"),
                                "similar": []}, False))
+                # Posted twice at one moment: the owner hears of the lead once.
+                _remember(enquired, data, await record_enquiry(
+                    session, rt, data, views[-1][0]["kind"], earlier["id"], now,
+                    origin="api", notify=False))
     if any(created for _, created in views):
         rt.outbox.wake()
     return views
+
+
+def _remember(enquired: dict[str, Enquiry], data: LeadInput, enquiry: Enquiry) -> None:
+    if data.external_id:
+        enquired[data.external_id] = enquiry  # the same id later in the batch: first wins
+
+
+def _similar(check: DoorCheck, stored: dict[int, tuple[Lead, bool]]) -> list[dict[str, Any]]:
+    """The stored records a new lead resembles, and the leads of the same batch before it
+    (posted at the same moment), best first as check_door ranks them."""
+    found = list(check.matches)
+    for position, score, reasons in check.batch_similar:
+        if position in stored and stored[position][1]:
+            found.append(Match("lead", stored[position][0].id, score, reasons, False))
+    found.sort(key=lambda m: (not m.strong, m.kind != "customer", -m.score, m.id))
+    return [m.as_json() for m in found[:SIMILAR_SHOWN]]
 
 
 async def _linked_view(session: AsyncSession, match: Match) -> dict[str, Any]:
@@ -272,9 +312,18 @@ def _view(lead: Lead, names: dict[int, str]) -> dict[str, Any]:
 
 
 async def _known(rt: Runtime, external_id: str) -> dict[str, Any] | None:
+    """The answer for an external_id already stored: its lead, or the record an enquiry
+    with that id was linked to."""
     async with rt.sessions() as session:
         lead = await session.scalar(select(Lead).where(Lead.external_id == external_id))
-        return await lead_view(session, lead) if lead else None
+        if lead is not None:
+            return await lead_view(session, lead)
+        enquired = await known_enquiries(session, [external_id])
+        if external_id not in enquired:
+            return None
+        enquiry = enquired[external_id]
+        return await _linked_view(session, Match(enquiry.kind, enquiry.object_id, 100,
+                                                 ["strong"], True))
 
 
 async def post_lead(request: web.Request) -> web.Response:

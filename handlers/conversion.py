@@ -16,7 +16,7 @@ from bot.outbox import open_cards, update_card
 from bot.router import Router, is_number
 from cards.model import Button, CardField, CardModel
 from handlers.assignment import lead_fields, manager_of
-from handlers.customers import convert_lead, matching_customer
+from handlers.customers import convert_lead, lead_keys, lock_door, matching_customer
 from handlers.leads import STATUS_NAMES
 from handlers.phones import mask_phone
 from storage.models import Approval, Customer, FollowUp, Lead, Member, PendingReply
@@ -28,6 +28,7 @@ router = Router("conversion")
 
 MIN_FOLLOW_UPS = 3  # PRODUCT: a lead becomes a customer after at least 3 logged follow-ups
 KIND = "conversion"
+MERGE_CHAIN = 20  # merged into a customer merged in turn: followed this far at most
 
 T_USAGE = "用法：/转化 线索号，例如：/转化 12"
 T_NO_LEAD = "没有找到线索 #{id}。"
@@ -59,6 +60,8 @@ T_APPROVED_REP = "您的线索 #{id}（{company}）已由 {name} 同意转化，
 T_LINKED_REP = "您的线索 #{id}（{company}）已由 {name} 同意转化，关联到已有客户 #{customer}。"
 T_SIMILAR = "检测到相似客户：{contact} | {company} | {phone}（客户 #{id}，负责人 {owner}）"
 T_LINK = "关联到客户 #{id}"
+T_LINK_GONE = ("卡片上的客户 #{id} 已不存在，无法关联，这次点击没有改变任何内容。"
+               "请选择「仍新建客户」或「驳回」。")
 T_CREATE = "仍新建客户"
 T_REJECT_ASK = "请回复驳回线索 #{id} 转化申请的原因，{rep} 会收到。"
 T_REJECTED_STATUS = "{name} 已于 {at} 驳回（{reason}）"
@@ -127,6 +130,7 @@ async def request_conversion(ctx: Context, args: str) -> None:
     ctx.session.add(approval)
     await ctx.session.flush()
     similar = await matching_customer(ctx.session, lead)
+    approval.customer_id = similar.id if similar else None
     owner = await ctx.session.get(Member, similar.owner_id) if similar and similar.owner_id \
         else None
     card = approval_card(approval, lead, ctx.member, done, ctx.rt, similar=similar,
@@ -220,8 +224,15 @@ async def decide(ctx: Context, object_id: str, how: str) -> None:
     if found is None:
         return
     approval, lead, rep = found
+    link_to = None
+    if how == "link":
+        link_to = await _offered_customer(ctx, approval, lead)
+        if link_to is None:
+            await ctx.reply(T_LINK_GONE.format(id=approval.customer_id))
+            ctx.outcome = "stale"
+            return
     await ctx.clear_expectation("reject_reason", approval.id)
-    link_to = await matching_customer(ctx.session, lead) if how == "link" else None
+    await lock_door(ctx.session, [lead_keys(lead)])
     customer, created = await convert_lead(ctx.session, lead, ctx.now, owner=rep,
                                            actor=ctx.member, link_to=link_to,
                                            create=how == "create")
@@ -238,6 +249,19 @@ async def decide(ctx: Context, object_id: str, how: str) -> None:
     else:
         await ctx.send(rep, T_LINKED_REP.format(**said, name=ctx.member.name))
         await ctx.reply(T_LINKED.format(**said))
+
+
+async def _offered_customer(ctx: Context, approval: Approval, lead: Lead) -> Customer | None:
+    """The customer the card offered (its survivor if it was merged since), else None.
+    A card from before the offer was stored falls back to today's best match."""
+    if approval.customer_id is None:
+        return await matching_customer(ctx.session, lead)
+    customer = await ctx.session.get(Customer, approval.customer_id)
+    for _ in range(MERGE_CHAIN):
+        if customer is None or customer.status != "merged" or customer.merged_into_id is None:
+            break
+        customer = await ctx.session.get(Customer, customer.merged_into_id)
+    return customer if customer is not None and customer.status != "merged" else None
 
 
 @router.action("reject")

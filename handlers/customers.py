@@ -9,10 +9,12 @@ conversion lives in handlers.conversion.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
@@ -53,10 +55,46 @@ class DoorCheck:
 
     matches: list[Match] = field(default_factory=list)
     earlier: int | None = None
+    # Earlier items of the same batch this one resembles: (position, score, reasons).
+    batch_similar: list[tuple[int, int, list[str]]] = field(default_factory=list)
 
     @property
     def strong(self) -> Match | None:
         return self.matches[0] if self.matches and self.matches[0].strong else None
+
+
+# The door's advisory locks on PostgreSQL: (DOOR, 0) for the door as a whole, (DOOR, h) for
+# one phone or e-mail key. Advisory locks are scoped to the database.
+DOOR = zlib.crc32(b"salesbot.door") & 0x7FFFFFFF
+
+
+def _lock_key(value: str) -> int:
+    return (zlib.crc32(value.encode("utf-8")) & 0x7FFFFFFF) or 1
+
+
+async def lock_door(
+    session: AsyncSession, probes: Sequence[MatchKeys] = (), *, whole: bool = False
+) -> None:
+    """Make the check and the write that follows one step against other processes: on
+    PostgreSQL, two bot processes checking the same phone at the same moment would each
+    find nothing and both create. Held until the transaction ends.
+
+    An entry point takes the door shared and each phone and e-mail key of its probes
+    exclusively, in one order (no deadlock); an import's publish takes the whole door, so
+    the leads of a concurrent import or post are committed and seen by its late check.
+    SQLite needs none of it: every write transaction begins IMMEDIATE, one at a time."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if whole:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:door, 0)"), {"door": DOOR})
+        return
+    await session.execute(text("SELECT pg_advisory_xact_lock_shared(:door, 0)"),
+                          {"door": DOOR})
+    keys = sorted({_lock_key(v) for p in probes for v in (p.phone, p.email) if v})
+    if keys:
+        await session.execute(text(
+            "SELECT pg_advisory_xact_lock(:door, k) FROM unnest(CAST(:keys AS integer[])) AS k"
+        ), {"door": DOOR, "keys": keys})
 
 
 def lead_keys(lead: Lead) -> MatchKeys:
@@ -95,8 +133,9 @@ async def check_door(
         check = DoorCheck([Match(kind, object_id, v.score, v.reasons, v.strong)
                            for (kind, object_id), v in ranked[:SIMILAR_SHOWN]])
         if check.strong is None:
-            earlier = [i for i, verdict in batch.matches(probe) if verdict.strong]
-            check.earlier = min(earlier, default=None)
+            earlier = batch.matches(probe)
+            check.earlier = min((i for i, v in earlier if v.strong), default=None)
+            check.batch_similar = sorted((i, v.score, v.reasons) for i, v in earlier)
         batch.add(position, probe)
         out.append(check)
     return out

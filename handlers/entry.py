@@ -19,7 +19,7 @@ from bot.router import Router, is_number
 from cards.model import Button, CardField, CardModel
 from config.settings import Settings
 from handlers.assignment import lead_fields
-from handlers.customers import Match, check_door, lead_keys, load_match
+from handlers.customers import Match, check_door, lead_keys, load_match, lock_door
 from handlers.intake import (
     DRAFT,
     URGENCIES,
@@ -258,8 +258,9 @@ async def new_lead(ctx: Context, args: str) -> None:
     data = LeadInput(company=entry.company, contact=entry.contact, phone=entry.phone,
                      industry=entry.tags.get("industry"), urgency=entry.tags.get("urgency"),
                      source=entry.tags.get("source"))
-    [check] = await check_door(ctx.session, [keys_for(entry.company, entry.contact,
-                                                      entry.phone, None)])
+    probe = keys_for(entry.company, entry.contact, entry.phone, None)
+    await lock_door(ctx.session, [probe])
+    [check] = await check_door(ctx.session, [probe])
     draft = bool(check.matches) or any(name not in entry.tags for name in TAG_FIELDS)
     lead, _ = await create_lead(ctx.session, ctx.rt, data, ctx.now, origin="chat",
                                 creator=ctx.member, draft=draft)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
 from handlers.assignment import fair_allowance, rep_states, route_leads
+from handlers.customers import lock_door
 from handlers.intake import URGENCIES, canonical_tag
 from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
 from handlers.phones import Phone, PhoneError, parse_phone
@@ -555,7 +556,10 @@ async def check_import(
         session.add(record)
         await session.flush()
         import_id = record.id
-    async with rt.sessions() as session:
+    async with rt.sessions() as session, session.begin():
+        # With the whole door held no post is half-written: every later lead has a
+        # higher id, and the publish's late check sees it.
+        await lock_door(session, whole=True)
         watermark = await session.scalar(select(func.max(Lead.id))) or 0
     report = ImportReport(import_id, 0, 0, [], [], [
         *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
@@ -835,6 +839,7 @@ async def _publish(
     now: datetime,
 ) -> int:
     """The one short write: late duplicates marked, the valid rows copied into leads."""
+    await lock_door(session, whole=True)  # a concurrent import or post is committed first
     await _late_duplicates(session, record.id, int(record.summary.get("lead_watermark", 0)))
     owned = LeadImportRow.owner_id.is_not(None)
     columns = [getattr(LeadImportRow, c) for c in _LEAD_COLUMNS]
@@ -867,8 +872,6 @@ async def _late_duplicates(session: AsyncSession, import_id: int, watermark: int
     """Leads stored since the check began (the API, the chat) may now match a row, or
     hold its external id: those rows become duplicates too, and the unique external_id
     holds."""
-    # Limitation: on PostgreSQL a lead whose id was drawn before the check but committed
-    # after it is not seen here; the unique external_id still refuses the whole publish.
     c = Lead.__table__.c
     late = (await session.execute(
         select(c.id, c.external_id, c.phone_key, c.email_key, c.company_full,

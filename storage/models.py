@@ -261,8 +261,26 @@ class Approval(Base):
     state: Mapped[str] = mapped_column(String(10), default="pending")
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     reason: Mapped[str | None] = mapped_column(Text)
+    # The similar customer the card offered to link to: a click links to this one.
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
+
+
+class Enquiry(Base):
+    """A lead posted again for a lead or customer we have (a strong match at the door):
+    nothing new is created, but the enquiry is kept and its owner told. Its external_id
+    answers a repeated post like a lead's does."""
+
+    __tablename__ = "enquiries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # lead | customer
+    object_id: Mapped[int] = mapped_column(Integer, index=True)
+    origin: Mapped[str] = mapped_column(String(16))
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LeadImport(Base):

@@ -358,3 +358,91 @@ async def test_the_same_lead_posted_concurrently_is_stored_once(api):
     assert len({body["id"] for _, body in answers}) == 1
     assert sum(bool(body.get("linked")) for _, body in answers) == 4
     assert await lead_count(api) == 1
+
+
+async def test_similar_leads_posted_at_the_same_moment_list_each_other(api):
+    bodies = [LEAD | {"company": "南京相似并发有限公司", "phone": "13800004444",
+                      "contact": f"联系人{n}"} for n in range(5)]
+    answers = await asyncio.gather(*(post(api, body) for body in bodies))
+    assert [status for status, _ in answers] == [201] * 5
+    by_id = sorted((body["id"], body) for _, body in answers)
+    ids = [lead_id for lead_id, _ in by_id]
+    for n, (_, body) in enumerate(by_id):
+        # Each lists the ones stored before it, whether in its batch or not.
+        assert sorted(item["id"] for item in body["similar"]) == ids[:n]
+        assert all(item["kind"] == "lead" and set(item["reason"]) == {"phone", "company"}
+                   for item in body["similar"])
+
+
+# --- a customer who comes back ----------------------------------------------------------
+
+
+async def delivered(chat, name):
+    while await chat.rt.outbox.run_once():
+        pass
+    return await chat.inbox(name)
+
+
+async def _enquiries(api):
+    from storage.models import Enquiry
+
+    async with api.app[RUNTIME].sessions() as session:
+        return list((await session.scalars(select(Enquiry).order_by(Enquiry.id))).all())
+
+
+async def test_a_returning_enquiry_is_kept_and_its_rep_is_told(api, chat):
+    await chat.add_members(*REPS)
+    await chat.say("王芳", "/上班")
+    _, first = await post(api, LEAD)
+    assert first["assignee"] == "王芳"
+    await delivered(chat, "王芳")
+
+    status, again = await post(api, LEAD | {"note": "客户重新询价，想买100台",
+                                            "external_id": "form-77", "source": "SEM"})
+
+    assert (status, again["linked"], again["id"]) == (200, True, first["id"])
+    [enquiry] = await _enquiries(api)
+    assert (enquiry.kind, enquiry.object_id, enquiry.external_id) == ("lead", first["id"],
+                                                                      "form-77")
+    assert enquiry.values["note"] == "客户重新询价，想买100台"
+    [told] = await delivered(chat, "王芳")
+    assert told.text == (f"客户再次来询：深圳示例科技有限公司 · 张伟 · 138****0000（来源：SEM）。"
+                         f"已记在线索 #{first['id']} 下，没有新建线索。"
+                         "备注：客户重新询价，想买100台。")
+
+    # The form posts the same enquiry again: the first answer, kept and told once.
+    status, retry = await post(api, LEAD | {"external_id": "form-77", "phone": "13911112222"})
+    assert (status, retry["id"], retry["linked"]) == (200, first["id"], True)
+    assert len(await _enquiries(api)) == 1
+    assert await delivered(chat, "王芳") == []
+    assert await lead_count(api) == 1
+
+
+async def test_an_enquiry_for_a_lost_lead_goes_to_the_manager_with_reopen(api, chat):
+    await chat.add_members(*REPS)
+    await chat.say("王芳", "/上班")
+    _, first = await post(api, LEAD)
+    lead_id = first["id"]
+    await chat.say("王芳", f"接受 {lead_id}")
+    await chat.say("王芳", f"/流失 {lead_id} 客户不需要了")
+    await delivered(chat, "李经理")
+
+    status, again = await post(api, LEAD | {"note": "要再订500件"})
+
+    assert (status, again["status"]) == (200, "lost")
+    [told] = await delivered(chat, "李经理")
+    assert told.text == (f"已流失的线索 #{lead_id}（深圳示例科技有限公司）有客户再次来询："
+                         f"张伟 · 138****0000（来源：展会）。备注：要再订500件。"
+                         f"如需重新跟进，发送 /重开 {lead_id}。")
+
+
+async def test_an_enquiry_for_a_customer_tells_its_owner(api, chat):
+    members = await chat.add_members(*REPS)
+    async with api.app[RUNTIME].sessions() as session, session.begin():
+        session.add(Customer(company="深圳示例科技有限公司", contact="张伟",
+                             phone="13800000000", owner_id=members["赵强"].id))
+    status, body = await post(api, LEAD)
+    assert (status, body["kind"]) == (200, "customer")
+    [told] = await delivered(chat, "赵强")
+    assert told.text.startswith("客户再次来询：深圳示例科技有限公司 · 张伟 · 138****0000")
+    assert "已记在客户 #1 下" in told.text

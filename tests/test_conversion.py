@@ -215,3 +215,39 @@ async def test_a_lead_lost_meanwhile_makes_the_approval_void(chat):
     async with chat.rt.sessions() as session:
         assert (await session.scalar(select(Approval))).state == "withdrawn"
         assert (await session.scalars(select(Customer))).all() == []
+
+
+async def test_link_goes_to_the_customer_the_card_offered_even_if_another_matches_now(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _my_lead(chat)
+    await _customer_meanwhile(chat, contact="李娜")  # phone and company: similar
+    await chat.say("王芳", f"/转化 {lead_id}")
+    card = await _approval_card(chat)
+    assert card.button("关联").endswith(":approval")
+    # A better match is stored after the card went out: the click still means #1.
+    await _customer_meanwhile(chat, owner_id=4)
+
+    [done] = await chat.click("李经理", card.button("关联"), card.card_id)
+
+    assert "已有客户 #1" in done.text
+    assert (await _get(chat, Lead, lead_id)).customer_id == 1
+
+
+async def test_link_follows_the_offered_customer_into_its_survivor(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _my_lead(chat)
+    await _customer_meanwhile(chat)
+    await chat.say("王芳", f"/转化 {lead_id}")
+    card = await _approval_card(chat)
+    async with chat.rt.sessions() as session, session.begin():
+        survivor = Customer(company="示例科技（深圳）有限公司", contact="张伟总",
+                            phone="13800001234", owner_id=5)
+        session.add(survivor)
+        await session.flush()
+        merged = await session.get(Customer, 1)
+        merged.status, merged.merged_into_id = "merged", survivor.id
+
+    [done] = await chat.click("李经理", card.button("关联"), card.card_id)
+
+    assert f"已有客户 #{survivor.id}" in done.text
+    assert (await _get(chat, Lead, lead_id)).customer_id == survivor.id

@@ -388,3 +388,37 @@ async def test_find_similar_on_postgresql(pg_url):
         Similar("customer", ids[0], 100, ["strong", "phone", "email", "company"], True),
     ]
     assert groups == []
+
+
+async def test_the_0007_migration_keys_anew_what_the_new_rules_read_differently(db_url):
+    """北京大学 was keyed 大学 before 0007 (any city's university matched it)."""
+    from storage.db import create_engine, upgrade
+
+    await asyncio.to_thread(upgrade, db_url, "0006")
+    engine = create_engine(db_url)
+    now = {"now": datetime(2026, 12, 1, tzinfo=UTC)}
+    async with engine.begin() as conn:
+        for cid, company in ((1, "北京大学"), (2, "深圳市样本电子有限公司")):
+            await conn.execute(text(
+                "INSERT INTO customers (id, company, contact, phone, status, created_at,"
+                " updated_at, company_full, company_core) VALUES (:id, :company, '王总',"
+                " '13800000001', 'active', :now, :now, 'stale', 'stale')"),
+                {"id": cid, "company": company, **now})
+        await conn.execute(text(
+            "INSERT INTO match_grams (kind, object_id, gram) VALUES ('customer', 1, '大学')"))
+    await engine.dispose()
+
+    await upgrade_async(db_url)
+
+    engine = create_engine(db_url)
+    async with engine.connect() as conn:
+        keys = (await conn.execute(text(
+            "SELECT id, company_full, company_core, phone_key FROM customers ORDER BY id"
+        ))).all()
+        grams = (await conn.execute(text(
+            "SELECT object_id, gram FROM match_grams ORDER BY object_id, gram"))).all()
+    await engine.dispose()
+    assert [tuple(k) for k in keys] == [(1, "北京大学", "北京大学", "13800000001"),
+                                        (2, "深圳样本电子", "样本电子", "13800000001")]
+    assert [tuple(g) for g in grams] == [(1, "京大"), (1, "北京"), (1, "大学"),
+                                         (2, "本电"), (2, "样本"), (2, "电子")]
