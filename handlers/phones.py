@@ -95,6 +95,10 @@ def mask_phone(number: str | None) -> str:
     """138****5678 for a mobile; 0755****5678 for a landline (extension dropped)."""
     if not number:
         return ""
+    try:
+        number = parse_phone(number).stored  # one written as typed: +86 138 0000 5678
+    except PhoneError:
+        pass
     base = number.split("-", 1)[0]
     if len(base) == 11 and base.startswith("1"):
         return f"{base[:3]}****{base[-4:]}"

@@ -129,3 +129,10 @@ def test_a_bracketed_trunk_zero_and_service_numbers_are_read(raw, stored):
 ])
 def test_logs_never_carry_a_phone_however_it_is_grouped(text, masked):
     assert mask_phones_in(text) == (masked or text)
+
+
+def test_a_phone_stored_as_typed_is_masked_like_a_normalised_one():
+    assert mask_phone("+86 138 0000 7001") == "138****7001"
+    assert mask_phone("(0755)12345678") == "0755****5678"
+    assert mask_phone("400-123-4567") == "4001****4567"
+    assert mask_phone("12") == "****"
