@@ -82,6 +82,9 @@ BLOCK_CAP = 30
 # A phone on this many different company cores is a switchboard (see decide).
 SWITCHBOARD_CORES = 3
 BATCH = 2000
+# A merged-away customer's survivor is followed this many merges at most: a chain of
+# merges is as long as the merges done one after another, and an undo breaks cycles.
+MERGE_HOPS = 32
 _WEIGHTS = {"phone": 35, "email": 35, "company": 30}
 _SOURCE = {"lead": ("company", "contact", "phone", "landline", "email"),
            "customer": ("company", "contact", "phone", "email")}
@@ -383,11 +386,11 @@ async def _gram_candidates(session: AsyncSession, core: str | None
 
 async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | None]:
     """customer id → the active customer it is now (itself, or where it was merged into,
-    followed a few steps), None when there is none."""
+    followed to the end), None when there is none."""
     out: dict[int, int | None] = {}
     c = Customer.__table__.c
     todo = {i: i for i in ids}
-    for _ in range(4):
+    for _ in range(MERGE_HOPS):
         if not todo:
             break
         rows = (await session.execute(select(c.id, c.status, c.merged_into_id)
@@ -407,6 +410,12 @@ async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | No
         todo = following
     out.update({start: None for start in todo})
     return out
+
+
+async def survivor_of(session: AsyncSession, customer_id: int) -> int | None:
+    """The active customer this one is now: itself, the customer it was merged into (to
+    the end of a chain of merges), or None when it does not exist."""
+    return (await _survivors(session, {customer_id})).get(customer_id)
 
 
 async def find_similar(
