@@ -189,16 +189,16 @@ def review_period(local_now: datetime, extra: CalendarExtra = NO_EXTRA) -> str |
     return f"{local_now.year:04d}-{local_now.month:02d}"
 
 
-def counted(groups: Iterable[Sequence[int]], active: set[int],
-            not_duplicates: Sequence[frozenset[int]]) -> int:
-    """Customers still in a duplicate group: each group's members that are active, when
-    two or more are left and the admins have not said they are not duplicates."""
-    total = 0
+def counted(groups: Iterable[Iterable[int]], active: set[int]) -> set[int]:
+    """The customers still in a duplicate group: of each group the active members, when
+    two or more are left; each customer once, however many groups hold it (an undone
+    merge's group and an open proposal may share records), so never more than `active`."""
+    found: set[int] = set()
     for group in groups:
-        live = [i for i in group if i in active]
-        if len(live) >= 2 and not remembered(live, not_duplicates):
-            total += len(live)
-    return total
+        live = {i for i in group if i in active}
+        if len(live) >= 2:
+            found |= live
+    return found
 
 
 def percent(part: int, whole: int) -> str:
@@ -604,13 +604,25 @@ class Rate:
     merged_since: int  # merges (not undone) of its proposals
 
 
+async def groups_now(session: AsyncSession, latest: MergeScan) -> list[list[int]]:
+    """The duplicate groups as the admins' answers left them: the open proposals (the
+    latest scan's groups not decided yet, and those a split proposed since) and the groups
+    of the merges undone since that scan began (their records are back, still alike)."""
+    open_groups = (await session.scalars(
+        select(MergeProposal.member_ids).where(MergeProposal.state == "proposed"))).all()
+    undone = (await session.execute(
+        select(Merge.survivor_id, Merge.merged_ids)
+        .where(Merge.undone_at.is_not(None), Merge.undone_at >= latest.started_at))).all()
+    return ([[int(i) for i in ids] for ids in open_groups]
+            + [[int(survivor), *(int(i) for i in merged)] for survivor, merged in undone])
+
+
 async def duplicate_rate(session: AsyncSession) -> Rate | None:
     """The share of active customers in a duplicate group: at the last review before its
     merges, and now. None before the first scan.
 
     The review is the scan whose proposals were merged last (the latest scan when none
-    was); "now" follows the latest scan's groups as merges and "not a duplicate" answers
-    have changed them since.
+    was); "now" counts the active customers in groups_now, each once.
     """
     latest = await session.scalar(
         select(MergeScan).where(MergeScan.state == "done").order_by(MergeScan.id.desc())
@@ -626,12 +638,13 @@ async def duplicate_rate(session: AsyncSession) -> Rate | None:
         select(func.count()).select_from(Merge)
         .join(MergeProposal, Merge.proposal_id == MergeProposal.id)
         .where(MergeProposal.scan_id == review.id, Merge.undone_at.is_(None))) or 0
-    members = sorted({int(i) for g in latest.groups for i in g})
+    groups = await groups_now(session, latest)
+    members = sorted({i for group in groups for i in group})
     active: set[int] = set()
     for chunk in _chunks(members):
         active.update((await session.scalars(
             select(Customer.id).where(Customer.id.in_(chunk), Customer.status != "merged")
         )).all())
-    now_grouped = counted(latest.groups, active, await not_duplicate_sets(session))
+    now_grouped = len(counted(groups, active))
     return Rate(review, (review.grouped, review.active), (now_grouped,
                                                            await active_count(session)), merged)

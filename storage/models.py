@@ -470,8 +470,9 @@ class AuditLog(Base):
 class MergeScan(Base):
     """One duplicate scan (the monthly review or /合并扫描) and the figures it found.
 
-    `groups` keeps the customer ids of every group still counted as duplicates (the
-    remembered not-duplicates left out), so the duplicate rate can be followed afterwards.
+    `groups` keeps the customer ids of every group it proposed (the remembered
+    not-duplicates left out): what it found, as found. The duplicate rate "now" follows the
+    proposals and merges decided since (handlers.merging.groups_now).
     """
 
     __tablename__ = "merge_scans"

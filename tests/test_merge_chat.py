@@ -495,6 +495,56 @@ async def test_a_scan_that_fails_says_so_and_the_next_one_may_start(chat, monkey
     assert again[0].text.startswith("开始合并扫描")
 
 
+async def _rate(chat: Chat) -> str:
+    [reply] = await chat.say("管理员甲", "/重复率")
+    return reply.text
+
+
+async def _merge_each(chat: Chat, sent: list[Any]) -> None:
+    for card in [m for m in sent if m.card is not None]:
+        [done] = await chat.click("管理员甲", card.button("合并"), card.card_id)
+        assert done.text.startswith("已合并")
+
+
+async def test_undone_merges_count_again_in_the_rate_after_a_later_scan(chat):
+    await _many_groups(chat, 2)  # #1/#2 and #3/#4
+    await _merge_each(chat, await scan_on_console(chat))
+    rescan = await scan_on_console(chat)
+    assert "2 位活跃客户中没有发现疑似重复" in rescan[-1].text
+
+    [first] = await chat.say("管理员甲", "/撤销合并 1")
+    assert first.text.startswith("已撤销合并 #1：客户 #2 已恢复")
+    assert await _rate(chat) == (
+        "重复率（疑似重复客户占活跃客户的比例）：\n"
+        "上次扫描（12-02 10:00）：100.0%（4/4）→ 合并后 66.7%（2/3）\n该次扫描的建议已合并 1 组。")
+    [second] = await chat.say("管理员甲", "/撤销合并 2")
+    assert second.text.startswith("已撤销合并 #2：客户 #4 已恢复")
+    # Every record is back and still the other's duplicate: all four are in a group again.
+    assert await _rate(chat) == (
+        "重复率（疑似重复客户占活跃客户的比例）：\n"
+        "上次扫描（12-02 10:00）：0.0%（0/2）→ 现在 100.0%（4/4）")
+
+
+async def test_the_rate_counts_each_restored_customer_once_and_only_active_ones(chat):
+    await _many_groups(chat, 1)  # #1 and #2
+    await _merge_each(chat, await scan_on_console(chat))  # merge #1: #2 into #1
+    async with chat.rt.sessions() as session, session.begin():
+        owner = (await session.get(Customer, 1)).owner_id
+        session.add(Customer(company="深圳示例00科技有限公司", contact="张伟",
+                             phone="13800000000", owner_id=owner))
+    await _merge_each(chat, await scan_on_console(chat))  # merge #2: #3 into #1
+    assert (await _rate(chat)).endswith("→ 合并后 0.0%（0/1）\n该次扫描的建议已合并 1 组。")
+
+    await chat.say("管理员甲", "/撤销合并 2")
+    assert (await _rate(chat)).endswith("→ 合并后 100.0%（2/2）\n该次扫描的建议已合并 1 组。")
+    await chat.say("管理员甲", "/撤销合并 1")
+    # #1 is in both undone groups ({1, 2} and {1, 3}): counted once, 3 of the 3 active.
+    assert (await _rate(chat)).endswith("→ 现在 100.0%（3/3）")
+    async with chat.rt.sessions() as session:
+        statuses = (await session.scalars(select(Customer.status))).all()
+    assert statuses == ["active"] * 3
+
+
 # ---- who hears of a merge, and where ----------------------------------------------------------
 
 
