@@ -41,6 +41,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     inspect,
     select,
     text,
@@ -623,17 +624,24 @@ async def scan_groups(session: AsyncSession, *, progress: Progress | None = None
     switchboards = {phone for phone, block in by_phone.items()
                     if len({keys[i].company_core for i in block} - {None}) >= SWITCHBOARD_CORES}
     total = len(candidates)
-    union = _Union(len(rows))
     decided: list[tuple[int, int, list[str], int]] = []
     for done, (a, b) in enumerate(sorted(candidates), start=1):
         verdict = decide(keys[a], keys[b], switchboard=keys[a].phone in switchboards)
         if verdict.similar:
-            union.join(a, b)
             decided.append((a, b, verdict.reasons, verdict.score))
         if progress is not None and done % 20_000 == 0:
             await progress(done, total)
     if progress is not None:
         await progress(total, total)
+    return _joined(ids, decided)
+
+
+def _joined(ids: Sequence[int], decided: list[tuple[int, int, list[str], int]]) -> list[Group]:
+    """The similar pairs (a, b: indices into `ids`, ascending) joined into groups of any
+    size, in the order of their smallest id."""
+    union = _Union(len(ids))
+    for a, b, *_ in decided:
+        union.join(a, b)
     groups: dict[int, Group] = {}
     for a, b, reasons, score in decided:
         root = union.find(a)
@@ -644,3 +652,28 @@ async def scan_groups(session: AsyncSession, *, progress: Progress | None = None
         group.customer_ids = tuple(sorted(members))
         group.pairs.sort()
     return [groups[root] for root in sorted(groups)]
+
+
+async def groups_among(session: AsyncSession, customer_ids: Collection[int]) -> list[Group]:
+    """The groups among these customers alone (a proposal's few records): every pair of
+    the active ones decided by `decide`, a shared phone judged a switchboard over every
+    active customer on it, as scan_groups judges it."""
+    c = Customer.__table__.c
+    rows = (await session.execute(
+        select(c.id, *(c[name] for name in _KEY_COLUMNS))
+        .where(c.id.in_(sorted(set(customer_ids))), c.status != "merged").order_by(c.id))).all()
+    ids = [row.id for row in rows]
+    keys = [_row_keys(row) for row in rows]
+    phones = sorted({key.phone for key in keys if key.phone})
+    switchboards: set[str] = set()
+    if phones:
+        cores = await session.execute(
+            select(c.phone_key, func.count(func.distinct(c.company_core)))
+            .where(c.phone_key.in_(phones), c.status != "merged").group_by(c.phone_key))
+        switchboards = {phone for phone, n in cores.all() if n >= SWITCHBOARD_CORES}
+    decided = []
+    for a, b in itertools.combinations(range(len(ids)), 2):
+        verdict = decide(keys[a], keys[b], switchboard=keys[a].phone in switchboards)
+        if verdict.similar:
+            decided.append((a, b, verdict.reasons, verdict.score))
+    return _joined(ids, decided)

@@ -522,7 +522,9 @@ class MergeProposal(Base):
 
 
 class NotDuplicate(Base):
-    """A group an admin said is not one customer: it and its subsets are not proposed again."""
+    """What an admin said is not one customer. `member_ids` is a flat list for a group
+    turned down (不是重复: that group is not proposed again), or a list of parts for a
+    split (/拆分: no record of one part is grouped with one of another)."""
 
     __tablename__ = "not_duplicates"
 
