@@ -42,6 +42,11 @@ class Command:
     roles: frozenset[str]
     usage: str
     summary: str
+    # A role that uses the command its own way sees its own line in /帮助.
+    role_summaries: dict[str, str] = field(default_factory=dict)
+
+    def summary_for(self, role: str) -> str:
+        return self.role_summaries.get(role, self.summary)
 
 
 @dataclass
@@ -54,10 +59,11 @@ class Router:
 
     def command(
         self, *names: str, roles: frozenset[str] | set[str] = ALL_ROLES, usage: str,
-        summary: str,
+        summary: str, role_summaries: dict[str, str] | None = None,
     ) -> Callable[[CommandHandler], CommandHandler]:
         def register(handler: CommandHandler) -> CommandHandler:
-            self.commands.append(Command(names, handler, frozenset(roles), usage, summary))
+            self.commands.append(Command(names, handler, frozenset(roles), usage, summary,
+                                         dict(role_summaries or {})))
             return handler
         return register
 

@@ -15,7 +15,8 @@ T_HELP_TAIL = "命令前的「/」可写可不写。线索卡片上的按钮可�
 async def help_command(ctx: Context, args: str) -> None:
     lines = [T_HELP_HEAD.format(name=ctx.member.name)]
     for command in ctx.rt.dispatcher.commands_for(ctx.member.role):
-        if command.summary:
-            lines.append("· " + command.summary)
+        summary = command.summary_for(ctx.member.role)
+        if summary:
+            lines.append("· " + summary)
     lines.append(T_HELP_TAIL)
     await ctx.reply("\n".join(lines))

@@ -22,11 +22,15 @@ from handlers.assignment import (
     withdraw_offers,
 )
 from handlers.availability import unavailable_reason
+from handlers.matching import survivor_of
 from handlers.normalize import company_keys
+from handlers.phones import mask_phone
 from storage.models import Assignment, Card, Customer, FollowUp, Lead, Member
 
 router = Router("leads")
 
+# The roles that attach interactions to customers rather than follow leads.
+CUSTOMER_SIDE = ("service", "marketing")
 DECLINE_REASONS = ("行业不熟悉", "客户地区太远", "手头线索太多", "信息不全无法联系")
 
 T_NO_LEAD = "没有找到线索 #{id}。"
@@ -51,6 +55,19 @@ T_RECORD_NO_LEAD = "您目前没有可以登记跟进的线索。先接受一条
 T_RECORD_NOT_ACCEPTED = "线索 #{id} 还没有接受，请先在卡片上点「接受」。"
 T_RECORDED = "已记录到线索 #{id}（{company}）。"
 T_RECORDED_CUSTOMER = "已把这次互动记录到客户 #{id}（{company}）。"
+T_RECORD_SUMMARY = "记录 [公司或线索号] 内容：登记一次跟进"
+T_RECORD_CUSTOMER_SUMMARY = "记录 客户#编号 内容：把一次互动记到客户名下（也可写公司全称或线索号）"
+T_RECORD_CUSTOMER_USAGE = ("用法：记录 客户#编号 内容，例如：记录 客户#12 回访满意；"
+                           "也可写公司全称：记录 公司名 内容。客户编号可用 /查客户 查找。")
+T_CUSTOMER_UNKNOWN = "找不到客户 #{id}。客户编号可用 /查客户 查找。"
+T_CUSTOMER_MERGED = "客户 #{old} 已合并到客户 #{id}，"
+T_CUSTOMER_NONE = ("没有找到名称为「{name}」的客户。请写客户编号：记录 客户#编号 内容"
+                   "（编号可用 /查客户 查找）。")
+T_CUSTOMER_SEVERAL = "有 {n} 位客户与「{name}」相符，请写明客户编号：记录 客户#编号 内容"
+T_CUSTOMER_MANY = "与「{name}」相符的客户不止 {n} 位，请写明客户编号：记录 客户#编号 内容"
+T_CUSTOMER_LINE = "客户 #{id} {company} · {phone}"
+T_CUSTOMER_MORE = "……还有更多，请用 /查客户 查找。"
+CUSTOMERS_LISTED = 5
 T_RECORD_NOT_YOURS = "线索 #{id} 不在您或您团队的名下，不能登记跟进。"
 T_MY_LEADS_EMPTY = "您目前没有进行中的线索。"
 T_MY_LEADS_HEAD = "您的进行中线索（{n} 条）："
@@ -403,30 +420,78 @@ async def _target_lead(ctx: Context, args: str) -> tuple[Lead | None, str]:
     return lead, args
 
 
-async def _target_customer(ctx: Context, args: str) -> tuple[Customer | None, str]:
-    """The customer the first word names (客户12, 客户#12, or its company as /查客户 finds
-    it, when exactly one active customer has it), and the rest as the content."""
+def named_number(word: str) -> tuple[bool, int | None]:
+    """Whether the word names a customer by number, and the number: 客户12 and 客户#12 do;
+    a bare 客户 or 客户#… means one but gives none; 客户之家科技 is a company's name."""
+    if not word.startswith("客户"):
+        return False, None
+    rest = word.removeprefix("客户")
+    if is_number(rest.removeprefix("#")):
+        return True, int(rest.removeprefix("#"))
+    return (not rest or rest.startswith("#")), None
+
+
+async def _customers_named(ctx: Context, name: str) -> list[Customer]:
+    """The active customers a company name names: those with its full key (the region
+    kept: 深圳星河示例电子), else those sharing its core (星河示例电子)."""
+    keys = company_keys(name)
+    for column, key in ((Customer.company_full, keys.full), (Customer.company_core, keys.core)):
+        if not key:
+            continue
+        found = (await ctx.session.scalars(
+            select(Customer).where(column == key, Customer.status != "merged")
+            .order_by(Customer.id).limit(CUSTOMERS_LISTED + 1))).all()
+        if found:
+            return list(found)
+    return []
+
+
+async def _record_for_customer(ctx: Context, args: str) -> None:
+    """Service and marketing attach an interaction to the customer the first word names:
+    客户#12 (a merged-away customer's survivor), or a company name naming exactly one."""
     first, _, rest = args.strip().partition(" ")
-    if not rest.strip():
-        return None, args
-    number = first.removeprefix("客户").lstrip("#")
-    if first.startswith("客户") and is_number(number):
-        customer = await ctx.session.get(Customer, int(number))
-        return (customer, rest.strip()) if customer and customer.status != "merged" \
-            else (None, args)
-    core = company_keys(first).core
-    if not core:
-        return None, args
-    found = (await ctx.session.scalars(
-        select(Customer).where(Customer.company_core == core, Customer.status != "merged")
-        .limit(2))).all()
-    return (found[0], rest.strip()) if len(found) == 1 else (None, args)
+    content = rest.strip()
+    by_number, number = named_number(first)
+    if not content or (by_number and number is None):
+        await ctx.reply(T_RECORD_CUSTOMER_USAGE)
+        return
+    if number is not None:
+        survivor_id = await survivor_of(ctx.session, number)
+        customer = await ctx.session.get(Customer, survivor_id) if survivor_id else None
+        if customer is None:
+            await ctx.reply(T_CUSTOMER_UNKNOWN.format(id=number))
+            ctx.outcome = "no_customer"
+            return
+        merged = T_CUSTOMER_MERGED.format(old=number, id=customer.id)
+        await _attach(ctx, customer, content, merged if customer.id != number else "")
+        return
+    found = await _customers_named(ctx, first)
+    if len(found) == 1:
+        await _attach(ctx, found[0], content)
+        return
+    ctx.outcome = "ambiguous" if found else "no_customer"
+    if not found:
+        await ctx.reply(T_CUSTOMER_NONE.format(name=first[:40]))
+        return
+    head = T_CUSTOMER_SEVERAL if len(found) <= CUSTOMERS_LISTED else T_CUSTOMER_MANY
+    lines = [head.format(n=min(len(found), CUSTOMERS_LISTED), name=first[:40])]
+    lines += [T_CUSTOMER_LINE.format(id=c.id, company=c.company, phone=mask_phone(c.phone) or "-")
+              for c in found[:CUSTOMERS_LISTED]]
+    if len(found) > CUSTOMERS_LISTED:
+        lines.append(T_CUSTOMER_MORE)
+    await ctx.reply("\n".join(lines))
+
+
+async def _attach(ctx: Context, customer: Customer, content: str, prefix: str = "") -> None:
+    ctx.session.add(FollowUp(lead_id=None, customer_id=customer.id, member_id=ctx.member.id,
+                             kind="interaction", content=content, at=ctx.now))
+    await ctx.reply(prefix + T_RECORDED_CUSTOMER.format(id=customer.id, company=customer.company))
 
 
 async def _may_record(ctx: Context, lead: Lead) -> bool:
     """Reps log on their own leads, managers on their reps' leads; service and marketing
     attach interactions to any lead."""
-    if ctx.member.role in ("service", "marketing") or lead.assignee_id == ctx.member.id:
+    if ctx.member.role in CUSTOMER_SIDE or lead.assignee_id == ctx.member.id:
         return True
     if ctx.member.role == "manager" and lead.assignee_id is not None:
         owner = await ctx.session.get(Member, lead.assignee_id)
@@ -434,22 +499,20 @@ async def _may_record(ctx: Context, lead: Lead) -> bool:
     return False
 
 
-@router.command("记录", roles={"rep", "manager", "service", "marketing"}, usage=T_RECORD_USAGE,
-                summary="记录 [公司或线索号] 内容：登记一次跟进")
+@router.command("记录", roles={"rep", "manager", *CUSTOMER_SIDE}, usage=T_RECORD_USAGE,
+                summary=T_RECORD_SUMMARY,
+                role_summaries=dict.fromkeys(CUSTOMER_SIDE, T_RECORD_CUSTOMER_SUMMARY))
 async def record(ctx: Context, args: str) -> None:
+    side = ctx.member.role in CUSTOMER_SIDE
     if not args or is_number(args.strip().lstrip("#")):
-        await ctx.reply(T_RECORD_USAGE)  # nothing to record, or only the lead's number
+        # Nothing to record, or only the lead's number.
+        await ctx.reply(T_RECORD_CUSTOMER_USAGE if side else T_RECORD_USAGE)
         return
-    if ctx.member.role in ("service", "marketing"):
-        customer, rest = await _target_customer(ctx, args)
-        if customer is not None:
-            # Service and marketing attach an interaction to the customer itself.
-            ctx.session.add(FollowUp(lead_id=None, customer_id=customer.id,
-                                     member_id=ctx.member.id, kind="interaction",
-                                     content=rest, at=ctx.now))
-            await ctx.reply(T_RECORDED_CUSTOMER.format(id=customer.id,
-                                                       company=customer.company))
-            return
+    if side and not is_number(args.split(" ", 1)[0].lstrip("#")):
+        # Service and marketing have no leads of their own: a word that is not a lead's
+        # number names a customer.
+        await _record_for_customer(ctx, args)
+        return
     lead, content = await _target_lead(ctx, args)
     named = args.split(" ", 1)[0].lstrip("#")
     if lead is None and is_number(named) and " " in args:

@@ -41,6 +41,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     inspect,
     select,
     text,
@@ -83,6 +84,9 @@ BLOCK_CAP = 30
 # A phone on this many different company cores is a switchboard (see decide).
 SWITCHBOARD_CORES = 3
 BATCH = 2000
+# A merged-away customer's survivor is followed this many merges at most: a chain of
+# merges is as long as the merges done one after another, and an undo breaks cycles.
+MERGE_HOPS = 32
 _WEIGHTS = {"phone": 35, "email": 35, "company": 30}
 _SOURCE = {"lead": ("company", "contact", "phone", "landline", "email"),
            "customer": ("company", "contact", "phone", "email")}
@@ -389,11 +393,11 @@ async def _gram_candidates(session: AsyncSession, core: str | None
 
 async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | None]:
     """customer id → the active customer it is now (itself, or where it was merged into,
-    followed a few steps), None when there is none."""
+    followed to the end), None when there is none."""
     out: dict[int, int | None] = {}
     c = Customer.__table__.c
     todo = {i: i for i in ids}
-    for _ in range(4):
+    for _ in range(MERGE_HOPS):
         if not todo:
             break
         rows = (await session.execute(select(c.id, c.status, c.merged_into_id)
@@ -413,6 +417,12 @@ async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | No
         todo = following
     out.update({start: None for start in todo})
     return out
+
+
+async def survivor_of(session: AsyncSession, customer_id: int) -> int | None:
+    """The active customer this one is now: itself, the customer it was merged into (to
+    the end of a chain of merges), or None when it does not exist."""
+    return (await _survivors(session, {customer_id})).get(customer_id)
 
 
 async def find_similar(
@@ -620,17 +630,24 @@ async def scan_groups(session: AsyncSession, *, progress: Progress | None = None
     switchboards = {phone for phone, block in by_phone.items()
                     if len({keys[i].company_core for i in block} - {None}) >= SWITCHBOARD_CORES}
     total = len(candidates)
-    union = _Union(len(rows))
     decided: list[tuple[int, int, list[str], int]] = []
     for done, (a, b) in enumerate(sorted(candidates), start=1):
         verdict = decide(keys[a], keys[b], switchboard=keys[a].phone in switchboards)
         if verdict.similar:
-            union.join(a, b)
             decided.append((a, b, verdict.reasons, verdict.score))
         if progress is not None and done % 20_000 == 0:
             await progress(done, total)
     if progress is not None:
         await progress(total, total)
+    return _joined(ids, decided)
+
+
+def _joined(ids: Sequence[int], decided: list[tuple[int, int, list[str], int]]) -> list[Group]:
+    """The similar pairs (a, b: indices into `ids`, ascending) joined into groups of any
+    size, in the order of their smallest id."""
+    union = _Union(len(ids))
+    for a, b, *_ in decided:
+        union.join(a, b)
     groups: dict[int, Group] = {}
     for a, b, reasons, score in decided:
         root = union.find(a)
@@ -641,3 +658,28 @@ async def scan_groups(session: AsyncSession, *, progress: Progress | None = None
         group.customer_ids = tuple(sorted(members))
         group.pairs.sort()
     return [groups[root] for root in sorted(groups)]
+
+
+async def groups_among(session: AsyncSession, customer_ids: Collection[int]) -> list[Group]:
+    """The groups among these customers alone (a proposal's few records): every pair of
+    the active ones decided by `decide`, a shared phone judged a switchboard over every
+    active customer on it, as scan_groups judges it."""
+    c = Customer.__table__.c
+    rows = (await session.execute(
+        select(c.id, *(c[name] for name in _KEY_COLUMNS))
+        .where(c.id.in_(sorted(set(customer_ids))), c.status != "merged").order_by(c.id))).all()
+    ids = [row.id for row in rows]
+    keys = [_row_keys(row) for row in rows]
+    phones = sorted({key.phone for key in keys if key.phone})
+    switchboards: set[str] = set()
+    if phones:
+        cores = await session.execute(
+            select(c.phone_key, func.count(func.distinct(c.company_core)))
+            .where(c.phone_key.in_(phones), c.status != "merged").group_by(c.phone_key))
+        switchboards = {phone for phone, n in cores.all() if n >= SWITCHBOARD_CORES}
+    decided = []
+    for a, b in itertools.combinations(range(len(ids)), 2):
+        verdict = decide(keys[a], keys[b], switchboard=keys[a].phone in switchboards)
+        if verdict.similar:
+            decided.append((a, b, verdict.reasons, verdict.score))
+    return _joined(ids, decided)

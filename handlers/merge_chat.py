@@ -1,16 +1,17 @@
 """The merge review in chat: /合并扫描, the monthly review job, the proposal cards and their
-合并 / 不是重复 buttons, /撤销合并, /重复率, and the team-channel notices.
+合并 / 不是重复 buttons, /拆分, /撤销合并, /重复率, and the team-channel notices.
 
-Owns what the admins and the teams are told and when; the proposals, the merge and the
-undo themselves are handlers.merging's, finding the duplicates handlers.matching's, and
-the comparison page bot.merge_pages'.
+Owns what the admins and the teams are told and when; the proposals, the merge, the
+split and the undo themselves are handlers.merging's, finding the duplicates
+handlers.matching's, and the comparison page bot.merge_pages'.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from handlers.merging import (
     remember_not_duplicate,
     review_period,
     running_scan,
+    split_proposal,
     survivor_basis,
     undo_merge,
 )
@@ -91,6 +93,9 @@ T_SUPERSEDED = "{n} 条旧的合并建议因记录变化已失效。"
 
 T_CARD_TITLE = "合并建议 #{id}：{n} 条记录"
 T_CARD_DESC = "{reasons}相同，疑似同一客户：{ids}。"
+# A group of three or more may be chained (a shared switchboard, an e-mail): say the way out.
+T_CARD_SPLIT = "如有几条不是同一客户：/拆分 {id} 客户号"
+SPLIT_HINT_FROM = 3
 T_STRONG = "手机号、公司全称和联系人"
 REASON_NAMES = {"phone": "手机号", "company": "公司名", "email": "邮箱"}
 T_F_COMPANY, T_F_CONTACT, T_F_PHONE = "公司", "联系人", "电话"
@@ -110,6 +115,7 @@ T_STALE = "这张卡片已经失效：{what}。您的点击没有改变任何内
 T_STALE_MERGED = "这组客户已由 {name} 于 {at} 合并（合并 #{merge}）"
 T_STALE_UNDONE = "这组客户的合并 #{merge} 已撤销；如仍是重复，下次扫描会再次提出"
 T_STALE_NOTDUP = "{name} 已于 {at} 标记这组客户不是重复"
+T_STALE_SPLIT = "{name} 已于 {at} 拆分了这组客户"
 T_STALE_SUPERSEDED = "之后的扫描发现这组记录有变化，请以最新的合并建议为准"
 T_STALE_RESENT = "这条建议已重新发送，请在最新的卡片上处理"
 T_CHANGED = ("合并建议 #{id} 里的记录已有变化（有记录已被合并），这条建议已失效，"
@@ -122,7 +128,9 @@ T_MERGED = ("已合并（合并 #{merge}）：{n} 条记录合并为客户 #{sur
             "移入线索 {leads} 条、跟进 {follow_ups} 条，已通知相关销售。"
             "如有误，发送 /撤销合并 {merge} 恢复。")
 T_NOTDUP_DONE = ("已记下：合并建议 #{id} 的 {n} 条记录不是同一客户，"
-                 "以后的扫描不再提出这组记录（或其中几条）。")
+                 "以后的扫描不再提出这一组记录。")
+T_NOTDUP_SPLIT = ("如其中几条确是同一客户，发送 /拆分 {id} 客户号 拆出不相干的记录，"
+                  "仍然相符的会重新提出。")
 
 T_NOTICE_HEAD = "**客户合并通知（合并 #{merge}）**"
 T_NOTICE_BODY = "{admin} 把 {n} 条重复的客户记录合并为客户 #{survivor}："
@@ -134,6 +142,21 @@ T_NOTICE_UNDO = "如合并有误，管理员发送 /撤销合并 {merge} 即可�
 T_UNDO_NOTICE_HEAD = "**客户合并已撤销（合并 #{merge}）**"
 T_UNDO_NOTICE_BODY = ("{admin} 撤销了合并 #{merge}：客户 {ids} 已恢复为独立记录，"
                       "线索和跟进已移回原来的客户。")
+
+T_SPLIT_USAGE = ("用法：/拆分 建议号 客户号 [客户号…]，例如：/拆分 3 14 15"
+                 "（客户 #14、#15 与合并建议 #3 里其余的记录不是同一客户）")
+T_SPLIT_SUMMARY = "/拆分 建议号 客户号…：把不是同一客户的记录从合并建议里拆出"
+T_SPLIT_NO_PROPOSAL = "没有找到合并建议 #{id}。建议号见合并建议卡片的标题。"
+T_SPLIT_STALE = "合并建议 #{id} 已不能拆分：{what}。没有改变任何内容。"
+T_SPLIT_OUTSIDE = "客户 {ids} 不在合并建议 #{id} 里（它的记录：{members}），没有拆分。"
+T_SPLIT_ALL = ("请只写要拆出的客户号：合并建议 #{id} 的其余记录至少要留一条"
+               "（它的记录：{members}）。整组都不是同一客户，请点卡片上的「不是重复」。")
+T_SPLIT_DONE = ("已拆分合并建议 #{id}：{split} 与 {rest} 不是同一客户，"
+                "以后的扫描不会再把它们归为一组。")
+T_SPLIT_NEW = "新的合并建议 #{id}：{ids}，卡片已发给管理员。"
+T_SPLIT_OPEN = "{ids} 已在合并建议 #{id} 里，请在原来的卡片上处理。"
+T_SPLIT_NOTHING = "拆分后没有仍然相符的记录，不再提出合并建议。"
+T_SPLIT_STATUS = "{name} 已于 {at} 拆分（拆出 {ids}）"
 
 T_UNDO_USAGE = "用法：/撤销合并 编号，例如：/撤销合并 3（编号见合并通知）"
 T_UNDO_SUMMARY = "/撤销合并 编号：撤销一次客户合并"
@@ -201,6 +224,11 @@ async def member_names(session: AsyncSession, ids: Sequence[int | None]) -> dict
     return dict(rows.all())
 
 
+def numbers(ids: Iterable[int]) -> str:
+    """#8、#9: customer numbers as the cards and answers write them."""
+    return "、".join(f"#{i}" for i in sorted(int(i) for i in ids))
+
+
 def in_order(proposal: MergeProposal, records: dict[int, Record]) -> list[Record]:
     """The group's records, the proposed survivor first, then by number."""
     ids = sorted(int(i) for i in proposal.member_ids)
@@ -236,12 +264,13 @@ def proposal_card(
         CardField(T_F_COMPARE, T_COMPARE_OPEN, url=link) if link
         else CardField(T_F_COMPARE, T_NO_LINK),
     ]
+    description = T_CARD_DESC.format(reasons=reasons_text(proposal.reasons),
+                                     ids=numbers(r.id for r in records))
+    if len(records) >= SPLIT_HINT_FROM:
+        description += "\n" + T_CARD_SPLIT.format(id=proposal.id)
     return CardModel(
         title=T_CARD_TITLE.format(id=proposal.id, n=len(records)), kind=KIND,
-        object_id=proposal.id, fields=fields,
-        description=T_CARD_DESC.format(reasons=reasons_text(proposal.reasons),
-                                       ids="、".join(f"#{i}" for i in sorted(
-                                           r.id for r in records))),
+        object_id=proposal.id, fields=fields, description=description,
         buttons=[Button(T_MERGE, f"merge:{proposal.id}", "primary"),
                  Button(T_NOTDUP, f"notdup:{proposal.id}")],
     )
@@ -369,13 +398,32 @@ async def _carded(
     return pairs
 
 
+async def _admins(session: AsyncSession) -> list[Member]:
+    return list((await session.scalars(
+        select(Member).where(Member.role == "admin", Member.status != "left")
+        .order_by(Member.id))).all())
+
+
+async def _send_cards(
+    session: AsyncSession, rt: Runtime, admin: Member, proposals: Sequence[MergeProposal],
+    records: dict[int, Record], names: dict[int, str], channel: str | None,
+) -> None:
+    """The admin's card for each proposal, with a fresh comparison link; an older card of
+    the admin's for the same proposal says it was sent again."""
+    for proposal in proposals:
+        for old in await open_cards(session, KIND, proposal.id, admin.id):
+            await update_card(session, rt, old, CardModel.from_json(old.body).closed(
+                T_RESENT_STATUS))
+        link = await comparison_link(session, rt, admin, proposal.id)
+        card = proposal_card(proposal, in_order(proposal, records), names, link, rt)
+        await enqueue(session, rt, admin, card, channel=channel)
+
+
 async def _send_review(
     session: AsyncSession, rt: Runtime, result: ScanResult, requester_id: int | None,
     channel: str | None,
 ) -> None:
-    admins = list((await session.scalars(
-        select(Member).where(Member.role == "admin", Member.status != "left")
-        .order_by(Member.id))).all())
+    admins = await _admins(session)
     carded = await _carded(session, [p.id for p in result.open],
                            rt.now() - LIFETIMES[PURPOSE])
     todo = {a.id: [p for p in result.open if (p.id, a.id) not in carded] for a in admins}
@@ -387,13 +435,7 @@ async def _send_review(
     for admin in admins:
         prefer = channel if admin.id == requester_id else None
         mine = todo[admin.id]
-        for proposal in mine[:CARDS_PER_SCAN]:
-            for old in await open_cards(session, KIND, proposal.id, admin.id):
-                await update_card(session, rt, old, CardModel.from_json(old.body).closed(
-                    T_RESENT_STATUS))
-            link = await comparison_link(session, rt, admin, proposal.id)
-            card = proposal_card(proposal, in_order(proposal, records), names, link, rt)
-            await enqueue(session, rt, admin, card, channel=prefer)
+        await _send_cards(session, rt, admin, mine[:CARDS_PER_SCAN], records, names, prefer)
         summary = _summary(rt, result, sent=len(mine[:CARDS_PER_SCAN]),
                            before=len(result.open) - len(mine), rest=mine[CARDS_PER_SCAN:],
                            requester=requester)
@@ -489,6 +531,11 @@ async def _clicked_proposal(ctx: Context, object_id: str) -> MergeProposal | Non
 
 
 async def _stale_text(ctx: Context, proposal: MergeProposal) -> str:
+    return T_STALE.format(what=await _what_became(ctx, proposal))
+
+
+async def _what_became(ctx: Context, proposal: MergeProposal) -> str:
+    """What became of a proposal no longer open to this click or command."""
     decider = (await ctx.session.get(Member, proposal.decided_by_id)
                if proposal.decided_by_id else None)
     name, at = (decider.name if decider else "-"), _stamp(proposal.decided_at, ctx.rt)
@@ -500,11 +547,13 @@ async def _stale_text(ctx: Context, proposal: MergeProposal) -> str:
         what = T_STALE_UNDONE.format(merge=merge.id)
     elif proposal.state == "notdup":
         what = T_STALE_NOTDUP.format(name=name, at=at)
+    elif proposal.state == "split":
+        what = T_STALE_SPLIT.format(name=name, at=at)
     elif proposal.state == "proposed":  # open, but this copy of its card was replaced
         what = T_STALE_RESENT
     else:
         what = T_STALE_SUPERSEDED
-    return T_STALE.format(what=what)
+    return what
 
 
 async def _refused(ctx: Context, proposal: MergeProposal, refused: MergeRefused) -> None:
@@ -560,7 +609,72 @@ async def notdup_clicked(ctx: Context, object_id: str, option: str | None) -> No
     proposal, _ = found
     await _close_cards(ctx.session, ctx.rt, proposal, T_NOTDUP_STATUS.format(
         name=ctx.member.name, at=_stamp(ctx.now, ctx.rt)))
-    await ctx.reply(T_NOTDUP_DONE.format(id=proposal.id, n=len(proposal.member_ids)))
+    text = T_NOTDUP_DONE.format(id=proposal.id, n=len(proposal.member_ids))
+    if len(proposal.member_ids) >= SPLIT_HINT_FROM:
+        text += "\n" + T_NOTDUP_SPLIT.format(id=proposal.id)
+    await ctx.reply(text)
+
+
+# ---- /拆分 -----------------------------------------------------------------------------------
+
+
+def parse_split(args: str) -> tuple[int, list[int]] | None:
+    """`3 14 15` (or #3 #14、#15, 客户#14) → (3, [14, 15]); None when it is not that."""
+    words = [w for w in re.split(r"[\s,，、;；]+", args.strip()) if w]
+    numbers = [w.removeprefix("客户").lstrip("#") for w in words]
+    if len(numbers) < 2 or not all(is_number(n) for n in numbers):
+        return None
+    return int(numbers[0]), [int(n) for n in numbers[1:]]
+
+
+@router.command("拆分", roles=ADMINS, usage=T_SPLIT_USAGE, summary=T_SPLIT_SUMMARY)
+async def split_command(ctx: Context, args: str) -> None:
+    parsed = parse_split(args)
+    if parsed is None:
+        await ctx.reply(T_SPLIT_USAGE)
+        return
+    proposal_id, named = parsed
+    proposal = await ctx.session.get(MergeProposal, proposal_id)
+    if proposal is None:
+        await ctx.reply(T_SPLIT_NO_PROPOSAL.format(id=proposal_id))
+        ctx.outcome = "no_proposal"
+        return
+    members = numbers(proposal.member_ids)
+    try:
+        done = await split_proposal(ctx.session, proposal, named, ctx.member, ctx.now)
+    except MergeRefused as refused:
+        ctx.outcome = "refused"
+        if refused.reason == "outside":
+            await ctx.reply(T_SPLIT_OUTSIDE.format(ids=numbers(refused.detail),
+                                                   id=proposal.id, members=members))
+        elif refused.reason == "all":
+            await ctx.reply(T_SPLIT_ALL.format(id=proposal.id, members=members))
+        else:
+            await ctx.session.refresh(proposal)
+            await ctx.reply(T_SPLIT_STALE.format(id=proposal.id,
+                                                 what=await _what_became(ctx, proposal)))
+        return
+    await _close_cards(ctx.session, ctx.rt, proposal, T_SPLIT_STATUS.format(
+        name=ctx.member.name, at=_stamp(ctx.now, ctx.rt), ids=numbers(done.split)))
+    lines = [T_SPLIT_DONE.format(id=proposal.id, split=numbers(done.split),
+                                 rest=numbers(done.rest))]
+    lines += [T_SPLIT_NEW.format(id=p.id, ids=numbers(p.member_ids)) for p in done.new]
+    lines += [T_SPLIT_OPEN.format(id=p.id, ids=numbers(p.member_ids)) for p in done.open]
+    if not done.new and not done.open:
+        lines.append(T_SPLIT_NOTHING)
+    await ctx.reply("\n".join(lines))
+    await _card_split_off(ctx, done.new)
+
+
+async def _card_split_off(ctx: Context, proposals: Sequence[MergeProposal]) -> None:
+    """The split's new proposals, carded to every admin as a scan cards them."""
+    if not proposals:
+        return
+    records = await load_records(ctx.session, [int(i) for p in proposals for i in p.member_ids])
+    names = await member_names(ctx.session, [r.values.get("owner_id") for r in records.values()])
+    for admin in await _admins(ctx.session):
+        prefer = ctx.event.channel if admin.id == ctx.member.id else None
+        await _send_cards(ctx.session, ctx.rt, admin, proposals, records, names, prefer)
 
 
 # ---- the team-channel notices -------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
-from handlers.matching import Group
+from handlers.matching import Group, groups_among
 from scheduler.calendar import NO_EXTRA, CalendarExtra, add_working_days
 from storage.models import (
     Customer,
@@ -165,10 +165,59 @@ def signature(ids: Iterable[int]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def remembered(ids: Iterable[int], not_duplicates: Iterable[frozenset[int]]) -> bool:
-    """Whether an admin said this group, or a group containing it, is not one customer."""
-    group = frozenset(ids)
-    return any(group <= known for known in not_duplicates)
+def remembered(ids: Iterable[int], not_duplicates: Collection[frozenset[int]]) -> bool:
+    """Whether an admin said this very group is not one customer.
+
+    Only the same records: a group with one record more or fewer is another question
+    (a true pair inside a chain an admin turned down is asked once the chain is split),
+    and a split (apart) is what keeps records out of one group for good.
+    """
+    return frozenset(ids) in not_duplicates
+
+
+def parts_signature(parts: Iterable[Iterable[int]]) -> str:
+    """A split's fixed-size key: SHA-256 of its parts' sorted ids ("8,9|14,15"), which no
+    group's key can equal."""
+    text = "|".join(sorted(",".join(str(i) for i in sorted(set(part))) for part in parts))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def apart_from(splits: Iterable[Sequence[Iterable[int]]]) -> dict[int, frozenset[int]]:
+    """customer → the customers an admin split apart from it (every record of one part of
+    a split from every record of its other parts)."""
+    apart: dict[int, set[int]] = {}
+    for parts in splits:
+        sets = [frozenset(part) for part in parts]
+        for n, part in enumerate(sets):
+            others = frozenset().union(*(p for m, p in enumerate(sets) if m != n))
+            for i in part:
+                apart.setdefault(i, set()).update(others)
+    return {i: frozenset(others) for i, others in apart.items()}
+
+
+def regroup(group: Group, apart: Mapping[int, frozenset[int]]) -> list[Group]:
+    """The group without joining records split apart: its pairs taken surest first (the
+    score, then the lowest numbers), each skipped when it would put two records split apart
+    into one group; the groups of two or more left, in the order of their smallest id. A
+    group with no record split from another of it stays as it is."""
+    ids = set(group.customer_ids)
+    if not any(apart.get(i, frozenset()) & ids for i in ids):
+        return [group]
+    joined: dict[int, frozenset[int]] = {i: frozenset({i}) for i in ids}
+    kept = []
+    for pair in sorted(group.pairs, key=lambda p: (-p[3], p[0], p[1])):
+        a, b = joined[pair[0]], joined[pair[1]]
+        if a != b:
+            if any(apart.get(i, frozenset()) & b for i in a):
+                continue
+            a = b = a | b
+            joined.update(dict.fromkeys(a, a))
+        kept.append(pair)
+    out: dict[int, Group] = {}
+    for pair in sorted(kept):
+        members = joined[pair[0]]
+        out.setdefault(min(members), Group(tuple(sorted(members)))).pairs.append(pair)
+    return [out[root] for root in sorted(out)]
 
 
 # ---- pure: the review day and the duplicate rate ------------------------------------------
@@ -189,16 +238,16 @@ def review_period(local_now: datetime, extra: CalendarExtra = NO_EXTRA) -> str |
     return f"{local_now.year:04d}-{local_now.month:02d}"
 
 
-def counted(groups: Iterable[Sequence[int]], active: set[int],
-            not_duplicates: Sequence[frozenset[int]]) -> int:
-    """Customers still in a duplicate group: each group's members that are active, when
-    two or more are left and the admins have not said they are not duplicates."""
-    total = 0
+def counted(groups: Iterable[Iterable[int]], active: set[int]) -> set[int]:
+    """The customers still in a duplicate group: of each group the active members, when
+    two or more are left; each customer once, however many groups hold it (an undone
+    merge's group and an open proposal may share records), so never more than `active`."""
+    found: set[int] = set()
     for group in groups:
-        live = [i for i in group if i in active]
-        if len(live) >= 2 and not remembered(live, not_duplicates):
-            total += len(live)
-    return total
+        live = {i for i in group if i in active}
+        if len(live) >= 2:
+            found |= live
+    return found
 
 
 def percent(part: int, whole: int) -> str:
@@ -255,9 +304,24 @@ async def load_records(session: AsyncSession, ids: Sequence[int]) -> dict[int, R
     }
 
 
-async def not_duplicate_sets(session: AsyncSession) -> list[frozenset[int]]:
-    rows = await session.scalars(select(NotDuplicate.member_ids))
-    return [frozenset(int(i) for i in ids) for ids in rows.all()]
+@dataclass(slots=True, frozen=True)
+class Remembered:
+    """What the admins said: groups that are not one customer (不是重复), and for each
+    customer split from others (/拆分), those it is not."""
+
+    groups: frozenset[frozenset[int]] = frozenset()
+    apart: Mapping[int, frozenset[int]] = field(default_factory=dict)
+
+
+async def remembered_answers(session: AsyncSession) -> Remembered:
+    """The not_duplicates rows: a flat list is a group, a list of lists a split's parts."""
+    groups, splits = set(), []
+    for ids in (await session.scalars(select(NotDuplicate.member_ids))).all():
+        if ids and isinstance(ids[0], list):
+            splits.append([[int(i) for i in part] for part in ids])
+        else:
+            groups.add(frozenset(int(i) for i in ids))
+    return Remembered(frozenset(groups), apart_from(splits))
 
 
 async def active_count(session: AsyncSession) -> int:
@@ -327,12 +391,12 @@ def _priority(proposal: MergeProposal) -> tuple[int, int, int]:
 @dataclass(slots=True)
 class Found:
     """What a scan read, in its read-only snapshot: the groups, their records, the
-    remembered not-duplicates and the open proposals (signature → id)."""
+    admins' remembered answers and the open proposals (signature → id)."""
 
     groups: list[Group]
     records: dict[int, Record]
     active: int
-    not_duplicates: list[frozenset[int]]
+    answers: Remembered
     open: dict[str, int]
 
 
@@ -344,7 +408,7 @@ async def read_scan(session: AsyncSession, groups: Sequence[Group]) -> Found:
         select(MergeProposal.signature, MergeProposal.id)
         .where(MergeProposal.state == "proposed"))
     return Found(list(groups), await load_records(session, ids), await active_count(session),
-                 await not_duplicate_sets(session), {key: i for key, i in open_rows.all()})
+                 await remembered_answers(session), {key: i for key, i in open_rows.all()})
 
 
 @dataclass(slots=True)
@@ -359,12 +423,14 @@ class ScanPlan:
 
 
 def plan_scan(found: Found, scan_id: int, now: datetime) -> ScanPlan:
-    """A proposal per group not remembered as not duplicates, unless one is open for the
-    same records already; open proposals whose group was not found again go."""
+    """A proposal per group (records split apart kept apart) not remembered as not
+    duplicates, unless one is open for the same records already; open proposals whose
+    group was not found again go."""
     plan = ScanPlan()
     seen: set[str] = set()
-    for group in found.groups:
-        if remembered(group.customer_ids, found.not_duplicates):
+    for group in (part for found_group in found.groups
+                  for part in regroup(found_group, found.answers.apart)):
+        if remembered(group.customer_ids, found.answers.groups):
             plan.remembered += 1
             continue
         members = [found.records[i] for i in group.customer_ids
@@ -378,14 +444,21 @@ def plan_scan(found: Found, scan_id: int, now: datetime) -> ScanPlan:
         if key in found.open:
             plan.kept.append(found.open[key])
             continue
-        survivor = choose_survivor(members)
-        plan.new.append({
-            "scan_id": scan_id, "member_ids": sorted(r.id for r in members),
-            "signature": key, "survivor_id": survivor, "reasons": _reasons(group),
-            "score": _score(group), "values": surviving_values(members, survivor),
-            "state": "proposed", "created_at": now})
+        plan.new.append(proposal_row(group, members, scan_id, now))
     plan.gone = sorted(i for key, i in found.open.items() if key not in seen)
     return plan
+
+
+def proposal_row(
+    group: Group, members: Sequence[Record], scan_id: int, now: datetime
+) -> dict[str, Any]:
+    """A new proposal for the group's records (`members`, the active ones)."""
+    survivor = choose_survivor(members)
+    return {"scan_id": scan_id, "member_ids": sorted(r.id for r in members),
+            "signature": signature(r.id for r in members), "survivor_id": survivor,
+            "reasons": _reasons(group), "score": _score(group),
+            "values": surviving_values(members, survivor), "state": "proposed",
+            "created_at": now}
 
 
 async def insert_proposals(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -425,12 +498,13 @@ async def finish_scan(
 
 
 async def _take(
-    session: AsyncSession, proposal: MergeProposal, state: str, actor: Member, now: datetime
+    session: AsyncSession, proposal: MergeProposal, state: str, actor: Member, now: datetime,
+    *, was: str = "proposed",
 ) -> None:
     """Decide a proposal with one conditional UPDATE: only one decision can win."""
     taken = await session.execute(
         update(MergeProposal)
-        .where(MergeProposal.id == proposal.id, MergeProposal.state == "proposed")
+        .where(MergeProposal.id == proposal.id, MergeProposal.state == was)
         .values(state=state, decided_by_id=actor.id, decided_at=now)
         .execution_options(synchronize_session=False))
     if taken.rowcount != 1:
@@ -451,6 +525,85 @@ async def remember_not_duplicate(
         return
     session.add(NotDuplicate(signature=key, member_ids=sorted(proposal.member_ids),
                              proposal_id=proposal.id, decided_by_id=actor.id, at=now))
+
+
+# ---- a split -----------------------------------------------------------------------------------
+
+SPLITTABLE = ("proposed", "notdup")
+
+
+def split_parts(member_ids: Iterable[int], named: Iterable[int]
+                ) -> tuple[list[int], list[int]]:
+    """The proposal's records as (rest, split off) when the admin named some of them, not
+    all; raises MergeRefused ("outside", ids not in it) or ("all")."""
+    members, wanted = sorted({int(i) for i in member_ids}), sorted(set(named))
+    outside = [i for i in wanted if i not in members]
+    if outside:
+        raise MergeRefused("outside", outside)
+    rest = [i for i in members if i not in wanted]
+    if not rest:
+        raise MergeRefused("all")
+    return rest, wanted
+
+
+@dataclass(slots=True)
+class Split:
+    proposal: MergeProposal
+    rest: list[int]
+    split: list[int]
+    new: list[MergeProposal] = field(default_factory=list)  # proposed at once
+    open: list[MergeProposal] = field(default_factory=list)  # open already for a part
+
+
+async def split_proposal(
+    session: AsyncSession, proposal: MergeProposal, named: Sequence[int], actor: Member,
+    now: datetime,
+) -> Split:
+    """The admin's "these records are not the same customer as the rest": the proposal is
+    closed as split, the split remembered (no scan joins the parts again), and the groups
+    still found inside each part proposed at once, under the proposal's scan.
+
+    An open proposal may be split, and one turned down as 不是重复 (the way to a true pair
+    inside a chained group). Raises MergeRefused ("outside", ids), ("all"), or
+    ("decided") when the proposal was decided meanwhile or cannot be split.
+    """
+    rest, split = split_parts(proposal.member_ids, named)
+    if proposal.state not in SPLITTABLE:
+        raise MergeRefused("decided")
+    was = proposal.state
+    await _take(session, proposal, "split", actor, now, was=was)
+    parts = [rest, split]
+    key = parts_signature(parts)
+    if not await session.scalar(select(NotDuplicate.id).where(NotDuplicate.signature == key)):
+        session.add(NotDuplicate(signature=key, member_ids=parts, proposal_id=proposal.id,
+                                 decided_by_id=actor.id, at=now))
+        await session.flush()
+    result = Split(proposal, rest, split)
+    answers = await remembered_answers(session)
+    groups = [group for part in parts for found in await groups_among(session, part)
+              for group in regroup(found, answers.apart)
+              if not remembered(group.customer_ids, answers.groups)]
+    records = await load_records(session, [i for g in groups for i in g.customer_ids])
+    for group in groups:
+        row = proposal_row(group, [records[i] for i in group.customer_ids],
+                           proposal.scan_id, now)
+        already = await session.scalar(
+            select(MergeProposal).where(MergeProposal.signature == row["signature"],
+                                        MergeProposal.state == "proposed"))
+        if already is not None:
+            result.open.append(already)
+            continue
+        created = MergeProposal(**row)
+        session.add(created)
+        await session.flush()
+        result.new.append(created)
+    audit(session, actor, "customer.split", "proposal", proposal.id,
+          {"state": was, "customers": sorted(proposal.member_ids)},
+          {"state": "split", "parts": parts, "proposals": [p.id for p in result.new],
+           "open": [p.id for p in result.open]}, now)
+    log.info("proposal %s split: %s apart from %s; new proposals %s", proposal.id, split,
+             rest, [p.id for p in result.new])
+    return result
 
 
 # ---- the merge and its undo -----------------------------------------------------------------
@@ -604,13 +757,25 @@ class Rate:
     merged_since: int  # merges (not undone) of its proposals
 
 
+async def groups_now(session: AsyncSession, latest: MergeScan) -> list[list[int]]:
+    """The duplicate groups as the admins' answers left them: the open proposals (the
+    latest scan's groups not decided yet, and those a split proposed since) and the groups
+    of the merges undone since that scan began (their records are back, still alike)."""
+    open_groups = (await session.scalars(
+        select(MergeProposal.member_ids).where(MergeProposal.state == "proposed"))).all()
+    undone = (await session.execute(
+        select(Merge.survivor_id, Merge.merged_ids)
+        .where(Merge.undone_at.is_not(None), Merge.undone_at >= latest.started_at))).all()
+    return ([[int(i) for i in ids] for ids in open_groups]
+            + [[int(survivor), *(int(i) for i in merged)] for survivor, merged in undone])
+
+
 async def duplicate_rate(session: AsyncSession) -> Rate | None:
     """The share of active customers in a duplicate group: at the last review before its
     merges, and now. None before the first scan.
 
     The review is the scan whose proposals were merged last (the latest scan when none
-    was); "now" follows the latest scan's groups as merges and "not a duplicate" answers
-    have changed them since.
+    was); "now" counts the active customers in groups_now, each once.
     """
     latest = await session.scalar(
         select(MergeScan).where(MergeScan.state == "done").order_by(MergeScan.id.desc())
@@ -626,12 +791,13 @@ async def duplicate_rate(session: AsyncSession) -> Rate | None:
         select(func.count()).select_from(Merge)
         .join(MergeProposal, Merge.proposal_id == MergeProposal.id)
         .where(MergeProposal.scan_id == review.id, Merge.undone_at.is_(None))) or 0
-    members = sorted({int(i) for g in latest.groups for i in g})
+    groups = await groups_now(session, latest)
+    members = sorted({i for group in groups for i in group})
     active: set[int] = set()
     for chunk in _chunks(members):
         active.update((await session.scalars(
             select(Customer.id).where(Customer.id.in_(chunk), Customer.status != "merged")
         )).all())
-    now_grouped = counted(latest.groups, active, await not_duplicate_sets(session))
+    now_grouped = len(counted(groups, active))
     return Rate(review, (review.grouped, review.active), (now_grouped,
                                                            await active_count(session)), merged)

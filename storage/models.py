@@ -488,8 +488,9 @@ class AuditLog(Base):
 class MergeScan(Base):
     """One duplicate scan (the monthly review or /合并扫描) and the figures it found.
 
-    `groups` keeps the customer ids of every group still counted as duplicates (the
-    remembered not-duplicates left out), so the duplicate rate can be followed afterwards.
+    `groups` keeps the customer ids of every group it proposed (the remembered
+    not-duplicates left out): what it found, as found. The duplicate rate "now" follows the
+    proposals and merges decided since (handlers.merging.groups_now).
     """
 
     __tablename__ = "merge_scans"
@@ -539,7 +540,9 @@ class MergeProposal(Base):
 
 
 class NotDuplicate(Base):
-    """A group an admin said is not one customer: it and its subsets are not proposed again."""
+    """What an admin said is not one customer. `member_ids` is a flat list for a group
+    turned down (不是重复: that group is not proposed again), or a list of parts for a
+    split (/拆分: no record of one part is grouped with one of another)."""
 
     __tablename__ = "not_duplicates"
 

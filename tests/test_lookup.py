@@ -69,6 +69,95 @@ async def test_service_attaches_an_interaction_to_the_customer_it_found(chat):
                                              FollowUp.kind, FollowUp.content))).all()
     assert rows == [(1, None, "interaction", "客户来电咨询保修"),
                     (1, None, "interaction", "回访满意")]
-    # a merged-away customer takes none
+    # a customer merged away into none that exists takes none
     [reply] = await chat.say("孙丽", "记录 客户#2 来电")
-    assert not reply.text.startswith("已把这次互动")
+    assert reply.text == "找不到客户 #2。客户编号可用 /查客户 查找。"
+
+
+# ---- service and marketing name the customer an interaction is about ------------------------
+
+SIDE_ROSTER = [*ROSTER, {"name": "周敏", "role": "marketing"}]
+
+
+async def _interactions(chat) -> list[tuple]:
+    from sqlalchemy import select
+
+    from storage.models import FollowUp
+
+    async with chat.rt.sessions() as session:
+        return [tuple(r) for r in (await session.execute(
+            select(FollowUp.customer_id, FollowUp.member_id, FollowUp.content)
+            .order_by(FollowUp.id))).all()]
+
+
+async def test_an_interaction_on_a_merged_away_customer_goes_to_its_survivor(chat):
+    people = await chat.add_members(*SIDE_ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        survivor = Customer(company="深圳示例科技有限公司", contact="张伟",
+                            phone="13800000101", owner_id=people["王芳"].id)
+        session.add(survivor)
+        await session.flush()
+        middle = Customer(company="示例科技（深圳）有限公司", contact="张伟",
+                          phone="13800000101", status="merged", merged_into_id=survivor.id)
+        session.add(middle)
+        await session.flush()
+        # merged into #2 before #2 itself was merged into #1
+        session.add(Customer(company="深圳示例科技有限责任公司", contact="张伟",
+                             phone="13800000101", status="merged", merged_into_id=middle.id))
+    [reply] = await chat.say("孙丽", "记录 客户#2 回访")
+    assert reply.text == ("客户 #2 已合并到客户 #1，"
+                          "已把这次互动记录到客户 #1（深圳示例科技有限公司）。")
+    [reply] = await chat.say("周敏", "记录 客户3 寄出样品")
+    assert reply.text == ("客户 #3 已合并到客户 #1，"
+                          "已把这次互动记录到客户 #1（深圳示例科技有限公司）。")
+    assert await _interactions(chat) == [(1, people["孙丽"].id, "回访"),
+                                         (1, people["周敏"].id, "寄出样品")]
+
+
+async def test_a_full_company_name_finds_its_customer_and_a_shared_core_asks_which(chat):
+    people = await chat.add_members(*SIDE_ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        session.add_all([
+            Customer(company="深圳市星河示例电子有限公司", contact="陈明", phone="13800000201"),
+            Customer(company="广州星河示例电子有限公司", contact="刘洋", phone="13800000202"),
+        ])
+    [reply] = await chat.say("孙丽", "记录 深圳市星河示例电子有限公司 回访一次")
+    assert reply.text == "已把这次互动记录到客户 #1（深圳市星河示例电子有限公司）。"
+    [reply] = await chat.say("周敏", "记录 星河示例电子（广州） 发了展会邀请")
+    assert reply.text == "已把这次互动记录到客户 #2（广州星河示例电子有限公司）。"
+
+    [reply] = await chat.say("孙丽", "记录 星河示例电子 客户来电")
+    assert reply.text.splitlines() == [
+        "有 2 位客户与「星河示例电子」相符，请写明客户编号：记录 客户#编号 内容",
+        "客户 #1 深圳市星河示例电子有限公司 · 138****0201",
+        "客户 #2 广州星河示例电子有限公司 · 138****0202",
+    ]
+    [reply] = await chat.say("孙丽", "记录 北京不存在示例 客户来电")
+    assert reply.text == ("没有找到名称为「北京不存在示例」的客户。"
+                          "请写客户编号：记录 客户#编号 内容（编号可用 /查客户 查找）。")
+    assert await _interactions(chat) == [(1, people["孙丽"].id, "回访一次"),
+                                         (2, people["周敏"].id, "发了展会邀请")]
+
+
+async def test_a_customer_number_written_wrong_gets_the_usage_and_an_unknown_one_is_named(chat):
+    await chat.add_members(*SIDE_ROSTER)
+    await _customers(chat)
+    usage = ("用法：记录 客户#编号 内容，例如：记录 客户#12 回访满意；"
+             "也可写公司全称：记录 公司名 内容。客户编号可用 /查客户 查找。")
+    for text in ("记录 客户 #1 回访", "记录 客户#1", "记录 客户1", "记录", "记录 回访满意"):
+        [reply] = await chat.say("孙丽", text)
+        assert reply.text == usage, text
+    [reply] = await chat.say("周敏", "记录 客户#999 回访")
+    assert reply.text == "找不到客户 #999。客户编号可用 /查客户 查找。"
+    assert await _interactions(chat) == []
+
+
+async def test_service_and_marketing_see_the_customer_form_in_their_help(chat):
+    await chat.add_members(*SIDE_ROSTER)
+    customer_form = "· 记录 客户#编号 内容：把一次互动记到客户名下（也可写公司全称或线索号）"
+    for name in ("孙丽", "周敏"):
+        [reply] = await chat.say(name, "/帮助")
+        assert customer_form in reply.text.splitlines(), name
+    [reply] = await chat.say("王芳", "/帮助")
+    assert "· 记录 [公司或线索号] 内容：登记一次跟进" in reply.text.splitlines()
+    assert "客户#编号" not in reply.text

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.app import RUNTIME
 from handlers import merge_chat
@@ -377,8 +377,9 @@ async def test_not_a_duplicate_is_remembered_on_the_next_scan(
     chat = await started(platform, aiohttp_client, sqlite_url)
     card = await scanned(platform, chat)
     done = await click(platform, chat, "管理员乙", platform.cards("管理员乙")[0], "notdup:1")
-    assert done == ("已记下：合并建议 #1 的 3 条记录不是同一客户，"
-                    "以后的扫描不再提出这组记录（或其中几条）。")
+    assert done == ("已记下：合并建议 #1 的 3 条记录不是同一客户，以后的扫描不再提出这一组记录。\n"
+                    "如其中几条确是同一客户，发送 /拆分 1 客户号 拆出不相干的记录，"
+                    "仍然相符的会重新提出。")
     assert platform.cards("管理员甲")[0].status == "管理员乙 已于 12-02 10:00 标记为不是重复"
     stale = await click(platform, chat, "管理员甲", card, "merge:1")
     assert stale.startswith("这张卡片已经失效：管理员乙 已于 12-02 10:00 标记这组客户不是重复")
@@ -407,6 +408,29 @@ async def test_the_duplicate_rate_before_and_after_the_review(
     assert await say(platform, chat, "管理员甲", "/重复率") == (
         "重复率（疑似重复客户占活跃客户的比例）：\n"
         "上次扫描（12-02 10:00）：60.0%（3/5）→ 合并后 0.0%（0/3）\n该次扫描的建议已合并 1 组。")
+
+
+async def test_a_split_closes_each_admins_card_and_cards_the_records_still_alike(
+    platform, aiohttp_client, sqlite_url
+):
+    chat = await started(platform, aiohttp_client, sqlite_url)
+    await scanned(platform, chat)  # #1, #2, #3 (and not #4, the switchboard look-alike)
+    answer = await say(platform, chat, "管理员甲", "/拆分 1 3")
+    assert answer.splitlines() == [
+        "已拆分合并建议 #1：#3 与 #1、#2 不是同一客户，以后的扫描不会再把它们归为一组。",
+        "新的合并建议 #2：#1、#2，卡片已发给管理员。"]
+    status = "管理员甲 已于 12-02 10:00 拆分（拆出 #3）"
+    for admin in ("管理员甲", "管理员乙"):
+        old, new = platform.cards(admin)
+        assert (old.title, old.status, old.keys) == ("合并建议 #1：3 条记录", status, [])
+        assert (new.title, new.status, new.keys) == ("合并建议 #2：2 条记录", None,
+                                                     ["merge:2", "notdup:2"])
+    status_code, page = await open_page(platform, platform.link("管理员乙", new))
+    assert status_code == 200 and "合并对比：建议 #2" in page and "#3" not in page
+    stale = await click(platform, chat, "管理员乙", platform.cards("管理员乙")[0], "notdup:1")
+    assert stale == ("这张卡片已经失效：管理员甲 已于 12-02 10:00 拆分了这组客户。"
+                     "您的点击没有改变任何内容。")
+    assert platform.cards("王芳") == []
 
 
 # ---- on the console -------------------------------------------------------------------------
@@ -493,6 +517,56 @@ async def test_a_scan_that_fails_says_so_and_the_next_one_may_start(chat, monkey
     again = await scan_on_console(chat)
     assert [m.kind for m in again] == ["text", "card", "text"]
     assert again[0].text.startswith("开始合并扫描")
+
+
+async def _rate(chat: Chat) -> str:
+    [reply] = await chat.say("管理员甲", "/重复率")
+    return reply.text
+
+
+async def _merge_each(chat: Chat, sent: list[Any]) -> None:
+    for card in [m for m in sent if m.card is not None]:
+        [done] = await chat.click("管理员甲", card.button("合并"), card.card_id)
+        assert done.text.startswith("已合并")
+
+
+async def test_undone_merges_count_again_in_the_rate_after_a_later_scan(chat):
+    await _many_groups(chat, 2)  # #1/#2 and #3/#4
+    await _merge_each(chat, await scan_on_console(chat))
+    rescan = await scan_on_console(chat)
+    assert "2 位活跃客户中没有发现疑似重复" in rescan[-1].text
+
+    [first] = await chat.say("管理员甲", "/撤销合并 1")
+    assert first.text.startswith("已撤销合并 #1：客户 #2 已恢复")
+    assert await _rate(chat) == (
+        "重复率（疑似重复客户占活跃客户的比例）：\n"
+        "上次扫描（12-02 10:00）：100.0%（4/4）→ 合并后 66.7%（2/3）\n该次扫描的建议已合并 1 组。")
+    [second] = await chat.say("管理员甲", "/撤销合并 2")
+    assert second.text.startswith("已撤销合并 #2：客户 #4 已恢复")
+    # Every record is back and still the other's duplicate: all four are in a group again.
+    assert await _rate(chat) == (
+        "重复率（疑似重复客户占活跃客户的比例）：\n"
+        "上次扫描（12-02 10:00）：0.0%（0/2）→ 现在 100.0%（4/4）")
+
+
+async def test_the_rate_counts_each_restored_customer_once_and_only_active_ones(chat):
+    await _many_groups(chat, 1)  # #1 and #2
+    await _merge_each(chat, await scan_on_console(chat))  # merge #1: #2 into #1
+    async with chat.rt.sessions() as session, session.begin():
+        owner = (await session.get(Customer, 1)).owner_id
+        session.add(Customer(company="深圳示例00科技有限公司", contact="张伟",
+                             phone="13800000000", owner_id=owner))
+    await _merge_each(chat, await scan_on_console(chat))  # merge #2: #3 into #1
+    assert (await _rate(chat)).endswith("→ 合并后 0.0%（0/1）\n该次扫描的建议已合并 1 组。")
+
+    await chat.say("管理员甲", "/撤销合并 2")
+    assert (await _rate(chat)).endswith("→ 合并后 100.0%（2/2）\n该次扫描的建议已合并 1 组。")
+    await chat.say("管理员甲", "/撤销合并 1")
+    # #1 is in both undone groups ({1, 2} and {1, 3}): counted once, 3 of the 3 active.
+    assert (await _rate(chat)).endswith("→ 现在 100.0%（3/3）")
+    async with chat.rt.sessions() as session:
+        statuses = (await session.scalars(select(Customer.status))).all()
+    assert statuses == ["active"] * 3
 
 
 # ---- who hears of a merge, and where ----------------------------------------------------------
@@ -640,3 +714,136 @@ async def test_a_big_groups_notice_names_ten_records_and_counts_the_rest(chat):
     text = notice.payload["text"]
     assert text.count("\n> #") == 10 and "> ……另有 2 条记录" in text
     assert notice.payload["mentions"] == ["王芳"]  # the console names people by name
+
+
+# ---- a chained group split ------------------------------------------------------------------
+
+
+async def _chain(chat: Chat) -> dict[str, Member]:
+    """#1/#2 one company (the phone and the name), #3/#4 another (the name and the e-mail);
+    #2 and #3 share the front desk's number and e-mail, which chains the four together."""
+    people = await chat.add_members({"name": "管理员甲", "role": "admin"},
+                                    {"name": "管理员乙", "role": "admin"},
+                                    {"name": "王芳", "role": "rep"})
+    owner = people["王芳"].id
+    desk = "front@hub.example"
+    async with chat.rt.sessions() as session, session.begin():
+        session.add_all([
+            Customer(company="深圳星河示例电子有限公司", contact="陈明", phone="13800000801",
+                     owner_id=owner),
+            Customer(company="星河示例电子（深圳）有限公司", contact="林静",
+                     phone="13800000801", email=desk, owner_id=owner),
+            Customer(company="广州远帆示例物流有限公司", contact="刘洋", phone="13800000801",
+                     email=desk, owner_id=owner),
+            Customer(company="远帆示例物流（广州）有限公司", contact="刘洋",
+                     phone="13800000902", email=desk, owner_id=owner),
+        ])
+    return people
+
+
+def _cards(sent: list[Any]) -> list[Any]:
+    return [m for m in sent if m.card is not None]
+
+
+async def test_a_chained_group_is_split_and_both_parts_are_proposed_at_once(chat):
+    await _chain(chat)
+    [card] = _cards(await scan_on_console(chat))
+    assert card.card.title == "合并建议 #1：4 条记录"
+    assert card.card.description == ("手机号、公司名、邮箱相同，疑似同一客户：#1、#2、#3、#4。\n"
+                                      "如有几条不是同一客户：/拆分 1 客户号")
+    await chat.inbox("管理员乙")
+
+    [reply, *cards] = await chat.say("管理员甲", "/拆分 1 3 4")
+    assert reply.text == (
+        "已拆分合并建议 #1：#3、#4 与 #1、#2 不是同一客户，以后的扫描不会再把它们归为一组。\n"
+        "新的合并建议 #2：#1、#2，卡片已发给管理员。\n"
+        "新的合并建议 #3：#3、#4，卡片已发给管理员。")
+    for sent in (cards, await chat.inbox("管理员乙")):
+        assert [(c.card.title, [b.key for b in c.card.buttons], c.card.description)
+                for c in _cards(sent)] == [
+            ("合并建议 #2：2 条记录", ["merge:2", "notdup:2"],
+             "手机号、公司名相同，疑似同一客户：#1、#2。"),
+            ("合并建议 #3：2 条记录", ["merge:3", "notdup:3"],
+             "公司名、邮箱相同，疑似同一客户：#3、#4。"),
+        ]
+    closed = await chat.card(card.card_id)
+    assert closed.status == "管理员甲 已于 12-02 10:00 拆分（拆出 #3、#4）"
+    assert closed.buttons == []
+    [stale] = await chat.click("管理员甲", card.button("合并"), card.card_id)
+    assert stale.text == ("这张卡片已经失效：管理员甲 已于 12-02 10:00 拆分了这组客户。"
+                          "您的点击没有改变任何内容。")
+
+    async with chat.rt.sessions() as session:
+        proposals = (await session.execute(
+            select(MergeProposal.id, MergeProposal.member_ids, MergeProposal.state)
+            .order_by(MergeProposal.id))).all()
+        [logged] = (await session.scalars(
+            select(AuditLog).where(AuditLog.action == "customer.split"))).all()
+    assert [tuple(p) for p in proposals] == [
+        (1, [1, 2, 3, 4], "split"), (2, [1, 2], "proposed"), (3, [3, 4], "proposed")]
+    assert (logged.actor, logged.object_type, logged.object_id) == ("管理员甲", "proposal", "1")
+    assert logged.before == {"state": "proposed", "customers": [1, 2, 3, 4]}
+    assert logged.after == {"state": "split", "parts": [[1, 2], [3, 4]],
+                            "proposals": [2, 3], "open": []}
+
+    # The next scan keeps the parts apart: the two open proposals, no new card.
+    sent = await scan_on_console(chat)
+    assert _cards(sent) == []
+    assert "4 位活跃客户中有 4 位疑似重复，共 2 组" in sent[-1].text
+    assert "其中 2 组之前已发过卡片，请在原来的卡片上处理。" in sent[-1].text
+    async with chat.rt.sessions() as session:
+        assert (await session.scalar(select(func.count()).select_from(MergeProposal))) == 3
+    [merged] = await chat.click("管理员甲", cards[0].button("合并"), cards[0].card_id)
+    assert merged.text.startswith("已合并（合并 #1）：2 条记录合并为客户 #1")
+
+
+async def test_a_chain_turned_down_can_still_be_split_and_its_true_pair_proposed(chat):
+    await _chain(chat)
+    [card] = _cards(await scan_on_console(chat))
+    [turned_down] = await chat.click("管理员甲", card.button("不是重复"), card.card_id)
+    assert turned_down.text.endswith(
+        "如其中几条确是同一客户，发送 /拆分 1 客户号 拆出不相干的记录，仍然相符的会重新提出。")
+    again = await scan_on_console(chat)
+    assert _cards(again) == [] and "另有 1 组已标记为不是重复" in again[-1].text
+
+    # #4 is a company of its own after all; #1, #2 and #3 are alike only through #2.
+    [reply, *cards] = await chat.say("管理员甲", "/拆分 1 #3、#4")
+    assert reply.text.splitlines()[1:] == ["新的合并建议 #2：#1、#2，卡片已发给管理员。",
+                                           "新的合并建议 #3：#3、#4，卡片已发给管理员。"]
+    assert [c.card.object_id for c in _cards(cards)] == [2, 3]
+    [turned_down] = await chat.click("管理员甲", cards[1].button("不是重复"), cards[1].card_id)
+    sent = await scan_on_console(chat)
+    assert _cards(sent) == []
+    assert "其中 1 组之前已发过卡片" in sent[-1].text
+    assert "另有 1 组已标记为不是重复" in sent[-1].text  # #3/#4; the chain is no more
+
+
+async def test_a_split_is_for_admins_with_a_proposal_and_some_of_its_records(chat):
+    await _chain(chat)
+    [card] = _cards(await scan_on_console(chat))
+    usage = ("用法：/拆分 建议号 客户号 [客户号…]，例如：/拆分 3 14 15"
+             "（客户 #14、#15 与合并建议 #3 里其余的记录不是同一客户）")
+    for text in ("/拆分", "/拆分 1", "/拆分 一 3", "/拆分 1 三号"):
+        [reply] = await chat.say("管理员甲", text)
+        assert reply.text == usage, text
+    [reply] = await chat.say("王芳", "/拆分 1 3 4")
+    assert reply.text == "「拆分」只对管理员开放。发送 /帮助 查看您可用的命令。"
+    [reply] = await chat.say("管理员甲", "/拆分 99 3")
+    assert reply.text == "没有找到合并建议 #99。建议号见合并建议卡片的标题。"
+    [reply] = await chat.say("管理员甲", "/拆分 1 4 7")
+    assert reply.text == "客户 #7 不在合并建议 #1 里（它的记录：#1、#2、#3、#4），没有拆分。"
+    [reply] = await chat.say("管理员甲", "/拆分 1 1 2 3 4")
+    assert reply.text.startswith("请只写要拆出的客户号：合并建议 #1 的其余记录至少要留一条")
+    async with chat.rt.sessions() as session:
+        assert (await session.get(MergeProposal, 1)).state == "proposed"
+
+    [merged] = await chat.click("管理员甲", card.button("合并"), card.card_id)
+    assert merged.text.startswith("已合并（合并 #1）")
+    await chat.inbox("管理员乙")  # the scan's card and summary
+    [reply] = await chat.say("管理员乙", "/拆分 1 3 4")
+    assert reply.text == ("合并建议 #1 已不能拆分：这组客户已由 管理员甲 于 12-02 10:00 合并"
+                          "（合并 #1）。没有改变任何内容。")
+    [help_text] = await chat.say("管理员甲", "/帮助")
+    assert "· /拆分 建议号 客户号…：把不是同一客户的记录从合并建议里拆出" in help_text.text
+    [help_text] = await chat.say("王芳", "/帮助")
+    assert "拆分" not in help_text.text

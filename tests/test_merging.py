@@ -17,20 +17,25 @@ from bot.app import RUNTIME, build_runtime
 from bot.runtime import Runtime
 from config.settings import load_settings
 from handlers.customers import convert_lead
+from handlers.matching import Group
 from handlers.merge_chat import monthly_review, run_review
 from handlers.merging import (
     MergeRefused,
     Record,
+    apart_from,
     choose_survivor,
     claim_scan,
     compare,
     counted,
     merge_proposal,
+    parts_signature,
     percent,
+    regroup,
     remembered,
     review_day,
     review_period,
     signature,
+    split_proposal,
     surviving_values,
     survivor_basis,
     undo_merge,
@@ -169,21 +174,43 @@ def test_the_comparison_marks_every_field_whose_values_differ():
 # ---- not a duplicate, and the rate ----------------------------------------------------------
 
 
-def test_a_remembered_group_covers_its_subsets_but_not_a_group_with_a_new_record():
-    known = [frozenset({3, 5, 9})]
-    assert remembered([9, 3], known) and remembered((3, 5, 9), known)
-    assert not remembered([3, 5, 9, 12], known)
-    assert not remembered([3, 4], known)
+def test_a_remembered_group_is_that_group_only_and_a_part_of_it_is_asked_again():
+    known = {frozenset({3, 5, 9})}
+    assert remembered([9, 3, 5], known) and remembered((3, 5, 9), known)
+    assert not remembered([3, 5, 9, 12], known)  # one record more
+    assert not remembered([3, 9], known)  # a true pair inside a chain turned down
     assert signature([9, 3, 5]) == signature([3, 5, 9]) != signature([3, 5])
     assert len(signature(range(1, 500))) == 64
+    assert parts_signature([[9, 8], [15, 14]]) == parts_signature([[14, 15], [8, 9]])
+    assert parts_signature([[8, 9], [14, 15]]) != signature([8, 9, 14, 15])
 
 
-def test_the_rate_counts_what_is_left_of_each_group():
+def test_records_split_apart_are_not_joined_again_even_through_a_new_record():
+    # 8/9: one company; 9-14 only a shared switchboard and e-mail; 14/15 another company.
+    chain = Group((8, 9, 14, 15), [(8, 9, ["company", "phone"], 99),
+                                   (9, 14, ["email", "phone"], 70),
+                                   (14, 15, ["company", "email"], 95)])
+    apart = apart_from([[[8, 9], [14, 15]]])
+    assert apart == {8: {14, 15}, 9: {14, 15}, 14: {8, 9}, 15: {8, 9}}
+    assert [(g.customer_ids, g.pairs) for g in regroup(chain, apart)] == [
+        ((8, 9), [(8, 9, ["company", "phone"], 99)]),
+        ((14, 15), [(14, 15, ["company", "email"], 95)]),
+    ]
+    # #20 looks like both sides: it joins the side it matches surest, never both.
+    bridged = Group((8, 9, 14, 15, 20), [*chain.pairs, (9, 20, ["company", "phone"], 90),
+                                         (14, 20, ["email", "phone"], 70)])
+    assert [g.customer_ids for g in regroup(bridged, apart)] == [(8, 9, 20), (14, 15)]
+    # a split elsewhere leaves the group as it is
+    assert regroup(chain, apart_from([[[1], [2]]])) == [chain]
+
+
+def test_the_rate_counts_each_active_customer_left_in_a_group_once():
     groups = [[1, 2, 3], [4, 5], [6, 7], [8, 9]]
     active = {1, 4, 5, 6, 7, 8, 9, 10}  # 2 and 3 were merged into 1
-    not_duplicates = [frozenset({6, 7, 11})]
-    assert counted(groups, active, not_duplicates) == 4  # 4, 5 and 8, 9
-    assert counted(groups, set(range(1, 11)), []) == 9
+    assert counted(groups, active) == {4, 5, 6, 7, 8, 9}
+    # an undone merge's group sharing records with an open proposal: each counted once
+    assert counted([[1, 2], [1, 3], [4, 5]], {1, 2, 3, 4}) == {1, 2, 3}
+    assert len(counted(groups, set(range(1, 11)))) == 9
     assert (percent(310, 1000), percent(0, 0), percent(2, 3)) == ("31.0%", "0.0%", "66.7%")
 
 
@@ -321,6 +348,41 @@ async def test_a_merge_and_its_undo_on_each_database(db_url):
                                     await session.get(Member, 1), rt.now(),
                                     lock=not rt.is_sqlite)
         assert kept == [] and await _state(rt) == before
+
+
+async def test_a_split_and_the_next_scan_on_each_database(db_url):
+    async with runtime(db_url) as rt:
+        desk = "front@hub.example"
+        async with rt.sessions() as session, session.begin():
+            session.add_all([  # #4-#7: two companies chained by #5 and #6's front desk
+                Customer(company="深圳星河示例电子有限公司", contact="陈明", phone="13800000801"),
+                Customer(company="星河示例电子（深圳）有限公司", contact="林静",
+                         phone="13800000801", email=desk),
+                Customer(company="广州远帆示例物流有限公司", contact="刘洋", phone="13800000801",
+                         email=desk),
+                Customer(company="远帆示例物流（广州）有限公司", contact="刘洋",
+                         phone="13800000902", email=desk),
+            ])
+            scan = await claim_scan(session, rt.now(), trigger="command")
+        first = await run_review(rt, scan.id)
+        assert sorted(p.member_ids for p in first.open) == [[1, 2], [4, 5, 6, 7]]
+        chain = next(p for p in first.open if len(p.member_ids) == 4)
+
+        async with rt.sessions() as session, session.begin():
+            done = await split_proposal(session, await session.get(MergeProposal, chain.id),
+                                        [7, 6], await session.get(Member, 1), rt.now())
+            assert (done.rest, done.split) == ([4, 5], [6, 7])
+            assert [p.member_ids for p in done.new] == [[4, 5], [6, 7]]
+        with pytest.raises(MergeRefused) as refused:
+            async with rt.sessions() as session, session.begin():
+                await split_proposal(session, await session.get(MergeProposal, chain.id), [6],
+                                     await session.get(Member, 1), rt.now())
+        assert refused.value.reason == "decided"  # split already: nothing changed
+        async with rt.sessions() as session, session.begin():
+            scan = await claim_scan(session, rt.now(), trigger="command")
+        second = await run_review(rt, scan.id)
+        assert sorted(p.member_ids for p in second.open) == [[1, 2], [4, 5], [6, 7]]
+        assert second.new == 0
 
 
 @pytest.mark.postgres
