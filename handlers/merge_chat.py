@@ -93,6 +93,8 @@ T_SUPERSEDED = "{n} 条旧的合并建议因记录变化已失效。"
 
 T_CARD_TITLE = "合并建议 #{id}：{n} 条记录"
 T_CARD_DESC = "{reasons}相同，疑似同一客户：{ids}。"
+# Three or more records are joined pair by pair: no field need agree across all of them.
+T_CARD_DESC_CHAIN = "两两之间{reasons}相同（不一定每两条都相同），疑似同一客户：{ids}。"
 # A group of three or more may be chained (a shared switchboard, an e-mail): say the way out.
 T_CARD_SPLIT = "如有几条不是同一客户：/拆分 {id} 客户号"
 SPLIT_HINT_FROM = 3
@@ -264,8 +266,9 @@ def proposal_card(
         CardField(T_F_COMPARE, T_COMPARE_OPEN, url=link) if link
         else CardField(T_F_COMPARE, T_NO_LINK),
     ]
-    description = T_CARD_DESC.format(reasons=reasons_text(proposal.reasons),
-                                     ids=numbers(r.id for r in records))
+    template = T_CARD_DESC if len(records) <= 2 else T_CARD_DESC_CHAIN
+    description = template.format(reasons=reasons_text(proposal.reasons),
+                                  ids=numbers(r.id for r in records))
     if len(records) >= SPLIT_HINT_FROM:
         description += "\n" + T_CARD_SPLIT.format(id=proposal.id)
     return CardModel(

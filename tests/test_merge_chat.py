@@ -749,8 +749,9 @@ async def test_a_chained_group_is_split_and_both_parts_are_proposed_at_once(chat
     await _chain(chat)
     [card] = _cards(await scan_on_console(chat))
     assert card.card.title == "合并建议 #1：4 条记录"
-    assert card.card.description == ("手机号、公司名、邮箱相同，疑似同一客户：#1、#2、#3、#4。\n"
-                                      "如有几条不是同一客户：/拆分 1 客户号")
+    assert card.card.description == ("两两之间手机号、公司名、邮箱相同（不一定每两条都相同），"
+                                     "疑似同一客户：#1、#2、#3、#4。\n"
+                                     "如有几条不是同一客户：/拆分 1 客户号")
     await chat.inbox("管理员乙")
 
     [reply, *cards] = await chat.say("管理员甲", "/拆分 1 3 4")
