@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
+import opencc
 from opencc import OpenCC
 
 from handlers import regions
@@ -147,13 +149,42 @@ def _to_simplified() -> OpenCC:
     return OpenCC("t2s")
 
 
+@lru_cache(maxsize=1)
+def _traditional() -> frozenset[str] | None:
+    """Every character t2s may change (alone, or inside one of its phrases, such as 覆 in
+    反覆): text without any is already simplified, and converting it, the costliest step
+    of a key, is skipped. None when the dictionaries cannot be read: then always convert."""
+    folder = Path(opencc.__file__).parent / "dictionary"
+    found: set[str] = set()
+    try:
+        for name in ("TSCharacters.txt", "TSPhrases.txt"):
+            with open(folder / name, encoding="utf-8") as lines:
+                for line in lines:
+                    key, _, values = line.rstrip("\n").partition("\t")
+                    value = values.split(" ")[0]
+                    if len(key) != len(value):
+                        found.update(key)
+                    else:
+                        found.update(k for k, v in zip(key, value, strict=True) if k != v)
+    except OSError:
+        return None
+    return frozenset(found)
+
+
+def _simplified(text: str) -> str:
+    changeable = _traditional()
+    if changeable is not None and changeable.isdisjoint(text):
+        return text
+    return _to_simplified().convert(text)
+
+
 def _clean(text: str) -> str:
     """NFKC (full-width → half-width), lowercase, simplified Chinese, one space at most;
     invisible format characters (a zero-width space pasted from a web page) removed."""
     text = unicodedata.normalize("NFKC", text).lower().translate(_BRACKETS)
     if not text.isascii():
         text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-        text = _CJK_SPACES.sub("", _to_simplified().convert(text))
+        text = _CJK_SPACES.sub("", _simplified(text))
     return _SPACES.sub(" ", text).strip()
 
 

@@ -200,3 +200,12 @@ def test_a_region_in_latin_letters_is_a_region():
     assert company_keys("Example Tech (China) Co., Ltd.") == CompanyKeys("exampletech",
                                                                         "exampletech")
     assert company_keys("Shanghaitang Ltd").core == "shanghaitang"  # not 上海 + tang
+
+
+def test_simplified_text_skips_the_conversion_and_traditional_text_is_converted():
+    from handlers.normalize import _simplified, _to_simplified
+
+    assert _simplified("深圳示例科技") == "深圳示例科技"
+    assert _simplified("臺灣範例電子") == "台湾范例电子"
+    # 覆 alone is unchanged, but 反覆 becomes 反复: the phrase's characters count too.
+    assert _simplified("反覆") == _to_simplified().convert("反覆") == "反复"
