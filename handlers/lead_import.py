@@ -31,6 +31,8 @@ from handlers.intake import URGENCIES, canonical_tag
 from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
 from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
+    BLANK_RUN,
+    EXCEL_ERRORS,
     PLACEHOLDERS,
     CellError,
     CellValue,
@@ -39,6 +41,7 @@ from handlers.tabular import (
     TableRow,
     cell_text,
     clean_header,
+    clean_text,
     read_table,
     whole_number,
 )
@@ -80,6 +83,9 @@ TAGS = ("industry", "urgency", "source")
 LIMITS = {"company": 200, "contact": 64, "email": 200, "note": 2000, "owner": 64,
           "external_id": 128}
 EMPLOYEES_LIMIT = 10_000_000
+# What a problem row keeps of each cell for its report: longer than any field may be (so
+# the reason still shows), never the whole of a cell of megabytes.
+RAW_CHARS = max(LIMITS.values()) + 100
 # Rows checked, deduplicated and staged per step: each step's write is one short
 # transaction, so chat callbacks sharing SQLite's one writer keep their deadlines.
 CHUNK = 2000
@@ -97,6 +103,9 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
                    r"(?:[ T]+(\d{1,2})[:：](\d{2})(?:[:：](\d{2}))?)?")
 _COMPACT_DATE = re.compile(r"((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+# An ISO 8601 date-time as people write it; not a week (2024-W01) or a day of the year.
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+                            r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _YEARS = (1990, 2100)
 
@@ -108,20 +117,28 @@ T_EMAIL = "邮箱格式不正确"
 T_TAG = "未知的取值“{value}”（可选：{choices}）"
 T_NEED_PHONE = "手机号和座机至少填写一个"
 T_LOST_ZERO = "疑似丢失区号前导0"
-T_LOST_ZERO_ONLY = "疑似丢失区号前导0，且没有其他可用的电话，请补上区号前的0"
+T_LOST_ZERO_ONLY = "疑似丢失区号前导0，号码已记入备注待核对（这条线索暂无可拨打的电话）"
 T_NOT_LANDLINE = "应为带区号的座机号，这是手机号"
+T_SECOND_MOBILE = "第二个手机号，已记入备注"
+T_SECOND_MOBILE_NOTE = "另一个手机号：{number}"
+T_EXCEL_ERROR = "是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
 T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
 T_DATE_RANGE = "日期超出范围（{low}–{high} 年）"
+T_DATE_FUTURE = "日期不能晚于今天（{today}）"
 T_UNKNOWN_DEFAULT = "--default 的字段“{field}”不存在（可用：{fields}）"
 T_BAD_DEFAULT = "--default {field}={value} 无效：{reason}"
 T_DEFAULT_FORM = "--default 应写作 字段=值，例如 --default 来源=展会"
+T_DEFAULT_TWICE = "--default 给字段“{field}”指定了两次，请只保留一个"
 T_IGNORED_COLUMN = "未知的列，已忽略"
+T_STOPPED = "从这一行起连续 {n} 行是空行，其后的内容没有读取"
 T_REPEATED_COLUMN = "与前面的列重复，已忽略"
 T_LOST_ZERO_NOTE = "座机（疑似丢失区号前导0，待核对）：{digits}"
 T_NO_IMPORT = "找不到导入批次 #{id}"
 T_CANCELLED = "导入批次 #{id} 已取消，不能再导入"
+T_INTERRUPTED = "检查中断（进程结束），未完成"
+T_CHECK_DROPPED = "导入批次 #{id} 的检查停顿太久，已被清除，请重新导入"
 T_REASON = "原因"
 T_ROW = "行号"
 T_DUP_IN_FILE = "与第{of}行重复"
@@ -132,16 +149,27 @@ T_OWNER_REASON = "导入（负责人）"
 T_IMPORTED = "导入"
 T_DIGEST = ("导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受；"
             "一个工作日内未接受的线索会转给其他同事")
+T_OWNER_DIGEST = ("导入给您 {n} 条线索（{ids}），表中负责人是您，已直接记在您名下；"
+                  "发送 /我的线索 查看")
 T_CLI_ROW = "第{row}行 {field}: {reason}"
 T_CLI_DUP = "第{row}行 重复: {reason}（未导入）"
 T_CLI_WARN = "第{row}行 {field}: {message}（提示）"
-T_CLI_PROGRESS = "\r已检查 {done}/{total} 行"
+T_CLI_PROGRESS = "已检查 {done}/{total} 行"
+T_CLI_PUBLISH_PROGRESS = "已分配 {done}/{total} 条"
+T_CLI_WARN_BARE = "第{row}行: {message}（提示）"
+T_CLI_NOT_FOUND = "找不到文件 {path}"
+T_CLI_UNREADABLE = "无法读取文件：{why}"
+T_CLI_UNWRITABLE = "无法写入 {path}：{why}"
 T_CLI_SUMMARY = ("共 {rows} 行：可导入 {accepted}，拒绝 {rejected}，重复 {duplicates}，"
                  "提示 {warnings}。")
 T_CLI_DRY = "试运行：未写入任何线索。"
 T_CLI_REFUSED = "有被拒绝的行，未写入任何线索（可用 --skip-invalid 只导入有效行）。"
 T_CLI_WRITTEN = "已导入 {n} 条线索（导入批次 #{id}）。"
 T_CLI_TEMPLATE = "已写入导入模板 {path}"
+# Every error line of the command line starts with the program's name, as Unix tools do.
+CLI_PREFIX = "salesbot: "
+# Without a terminal (a log, a pipe), progress is a plain line each this many rows.
+CLI_PROGRESS_STEP = 5000
 T_TEMPLATE_EXT = "模板文件应以 .xlsx 或 .csv 结尾"
 HEADERS = {c.field: c.aliases[0] for c in COLUMNS}
 
@@ -188,6 +216,8 @@ class Rules:
     defaults: dict[str, CellValue] = field(default_factory=dict)
     # Roster name → (member id, None) for an active rep, or (None, why it cannot own).
     owners: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+    # Dates from this instant on are refused as in the future (None: no check).
+    latest: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -208,7 +238,7 @@ def _blank(value: CellValue) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        text = unicodedata.normalize("NFKC", value).strip()
+        text = clean_text(unicodedata.normalize("NFKC", value))
         return not text or text.casefold() in PLACEHOLDERS
     return False
 
@@ -230,11 +260,12 @@ def _text(value: CellValue, name: str) -> str | None:
 
 
 def _lost_zero(text: str) -> bool:
-    """An area-code landline whose leading 0 a number cell dropped: 75512345678."""
+    """An area-code landline whose leading 0 a number cell dropped: 75512345678, and
+    Beijing's 1012345678 (010-12345678); a 400 or 800 service number is whole already."""
     digits = unicodedata.normalize("NFKC", text).strip()
     if digits.endswith(".0"):
         digits = digits[:-2]
-    if not digits.isdigit() or digits.startswith(("0", "1")):
+    if not digits.isascii() or not digits.isdigit() or digits.startswith("0"):
         return False
     try:
         parse_phone(digits)
@@ -273,9 +304,12 @@ def _tag(value: CellValue, choices: dict[str, str]) -> str:
     return key
 
 
-def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
+def parse_date(
+    value: CellValue, zone: ZoneInfo, latest: datetime | None = None
+) -> datetime | None:
     """A date or date-time cell, text or an Excel serial (days from 1899-12-30), in UTC;
-    a date without a time is midnight in the team's timezone."""
+    a date without a time is midnight in the team's timezone. From `latest` on, a date
+    is refused as in the future."""
     if _blank(value):
         return None
     if isinstance(value, bool) or isinstance(value, time):
@@ -301,7 +335,17 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
         raise CellError(T_DATE_RANGE.format(low=_YEARS[0], high=_YEARS[1]))
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
+    if latest is not None and value >= latest:
+        today = (latest.astimezone(zone) - timedelta(days=2)).date()
+        raise CellError(T_DATE_FUTURE.format(today=today.isoformat()))
     return value.astimezone(UTC)
+
+
+def latest_date(now: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant a first contact cannot be at: after tomorrow in the team's
+    timezone (a day of slack for a clock or a zone set wrong)."""
+    today = now.astimezone(zone).date()
+    return datetime.combine(today + timedelta(days=2), time(), tzinfo=zone)
 
 
 def _date_text(text: str) -> datetime:
@@ -313,11 +357,13 @@ def _date_text(text: str) -> datetime:
         parts = tuple(int(g) for g in compact.groups()) + (0, 0, 0)
     elif match is not None:
         parts = tuple(int(g) if g else 0 for g in match.groups())
-    else:
+    elif _ISO_DATE_TIME.fullmatch(text):
         try:
             return datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise CellError(T_DATE) from None
+    else:
+        raise CellError(T_DATE)
     try:
         return datetime(*parts)
     except ValueError:
@@ -359,24 +405,34 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         "source": lambda v: _tag(v, rules.sources),
         "note": lambda v: _text(v, "note"),
         "owner": lambda v: _owner(v, rules),
-        "first_contact": lambda v: parse_date(v, rules.zone),
+        "first_contact": lambda v: parse_date(v, rules.zone, rules.latest),
         "employees": lambda v: whole_number(v, limit=EMPLOYEES_LIMIT),
         "external_id": lambda v: _text(v, "external_id"),
     }
     parsed: dict[str, Any] = {}
     refusals: list[tuple[str, str]] = []
     for name, parse in parsers.items():
+        value = values.get(name)
+        if isinstance(value, str) and clean_text(value).upper() in EXCEL_ERRORS:
+            refusals.append((name, T_EXCEL_ERROR.format(code=clean_text(value).upper())))
+            continue
         try:
-            parsed[name] = parse(values.get(name))
+            parsed[name] = parse(value)
         except CellError as exc:
             refusals.append((name, str(exc)))
     for name in ("company", "contact"):
         if name in parsed and parsed[name] is None:
             refusals.append((name, T_REQUIRED))
     mobile, landline = parsed.get("phone"), parsed.get("landline")
+    kept: list[str] = []  # lines the note gains, for the rep to check
     if landline is not None and landline.kind != "landline":
         if mobile is None and "phone" not in {name for name, _ in refusals}:
             mobile, landline = landline, None  # 电话 beside 手机 held a mobile: use it
+        elif mobile is not None and mobile.kind == "mobile":
+            # Two mobiles (手机 and 电话 both): the first is the phone, the second is kept.
+            warnings.append(("landline", T_SECOND_MOBILE))
+            kept.append(T_SECOND_MOBILE_NOTE.format(number=landline.stored))
+            landline = None
         else:
             refusals.append(("landline", T_NOT_LANDLINE))
             landline = None
@@ -386,16 +442,18 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
     lost = [name for name, message in warnings if message == T_LOST_ZERO]
     if not parsed["phone"] and not parsed["landline"] and not failed & {"phone", "landline"}:
         if lost:
-            refusals.append((lost[0], T_LOST_ZERO_ONLY))
-            warnings = [w for w in warnings if w[0] != lost[0]]
-            lost = []
+            # The only number lost its 0: the row is kept (a warning rejects nothing),
+            # the digits in its note; the rep supplies the area code's 0.
+            warnings = [(n, T_LOST_ZERO_ONLY if n == lost[0] and m == T_LOST_ZERO else m)
+                        for n, m in warnings]
         else:
             refusals.append(("phone", T_NEED_PHONE))
     if lost:
         # Not guessed, not lost either: the digits stay on the lead for the rep to check.
         digits = cell_text(values.get(lost[0]))
-        kept = T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0"))
-        parsed["note"] = f"{parsed['note']}\n{kept}" if parsed.get("note") else kept
+        kept.insert(0, T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0")))
+    if kept and "note" not in failed:
+        parsed["note"] = "\n".join([parsed["note"], *kept] if parsed.get("note") else kept)
     refusals.sort(key=lambda r: FIELDS.index(r[0]))
     lead = {
         "company": parsed.get("company"), "contact": parsed.get("contact"),
@@ -406,10 +464,16 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         "first_contact_at": parsed.get("first_contact"), "employees": parsed.get("employees"),
         "external_id": parsed.get("external_id"),
     }
-    raw = {name: cell_text(row.values.get(name)) for name in row.values}
+    raw = {name: _raw(row.values.get(name)) for name in row.values}
     match = MatchKeys() if refusals else keys_for(
         lead["company"], lead["contact"], lead["phone"] or lead["landline"], lead["email"])
     return CheckedRow(row.number, lead, refusals, warnings, raw, match)
+
+
+def _raw(value: CellValue) -> str | None:
+    """A cell as a problem row keeps it: as text, at most RAW_CHARS characters."""
+    text = cell_text(value)
+    return text[:RAW_CHARS] + "…" if text is not None and len(text) > RAW_CHARS else text
 
 
 def parse_defaults(pairs: Iterable[str]) -> dict[str, str]:
@@ -424,6 +488,8 @@ def parse_defaults(pairs: Iterable[str]) -> dict[str, str]:
         if key is None:
             raise ImportError(T_UNKNOWN_DEFAULT.format(field=name.strip(),
                                                        fields="、".join(FIELDS)))
+        if key in out:
+            raise ImportError(T_DEFAULT_TWICE.format(field=HEADERS[key]))
         out[key] = value.strip()
     return out
 
@@ -511,10 +577,11 @@ async def _rules(rt: Runtime, options: ImportOptions) -> Rules:
             owners[name] = (member_id, None)
         else:
             owners[name] = (None, T_OWNER_NOT_REP.format(name=name))
-    settings = rt.settings.leads
-    rules = Rules(settings.industries, settings.sources, rt.settings.zone, owners=owners)
+    settings, zone = rt.settings.leads, rt.settings.zone
+    latest = latest_date(rt.now(), zone)
+    rules = Rules(settings.industries, settings.sources, zone, owners=owners, latest=latest)
     defaults = checked_defaults(options.defaults, rules)
-    return Rules(settings.industries, settings.sources, rt.settings.zone, defaults, owners)
+    return Rules(settings.industries, settings.sources, zone, defaults, owners, latest)
 
 
 async def _yield_writer(rt: Runtime, held_since: float) -> None:

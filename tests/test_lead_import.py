@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 import handlers.lead_import as lead_import
 from bot.runtime import Runtime
+from handlers import tabular
 from handlers.intake import LeadInput, create_lead
 from handlers.lead_import import (
     ImportError,
@@ -31,7 +32,7 @@ from handlers.lead_import import (
     stored_rejected_rows,
     template_bytes,
 )
-from handlers.tabular import CellError, TableRow
+from handlers.tabular import CellError, TableRow, read_table
 from storage.models import (
     Customer,
     Lead,
@@ -193,14 +194,29 @@ def test_a_mobile_in_the_second_phone_column_is_the_phone_when_there_is_none():
     checked = one({"landline": "138 0000 1234"})
     assert (checked.refusals, checked.lead["phone"], checked.lead["landline"]) == \
         ([], "13800001234", None)
-    assert one({"phone": 13900000000, "landline": "13800001234"}).refusals == \
-        [("landline", "应为带区号的座机号，这是手机号")]
+
+
+def test_two_mobiles_in_one_row_keep_the_first_as_the_phone_and_the_second_in_the_note():
+    # 手机 and 电话 side by side, both mobiles (电话 fills the landline column).
+    table = read_table(csv_bytes([[*row("深圳示例科技有限公司", "13300001111"), "13300002222"]],
+                                 [*HEADER, "电话"]), "a.csv", lead_import.COLUMNS)
+    checked = check_row(table.rows[0], rules())
+    assert checked.refusals == []
+    assert (checked.lead["phone"], checked.lead["landline"]) == ("13300001111", None)
+    assert checked.lead["note"] == "另一个手机号：13300002222"
+    assert checked.warnings == [("landline", "第二个手机号，已记入备注")]
+    # A bad first number still rejects the row: the second one is no landline either.
+    assert one({"phone": "12345", "landline": "13800001234"}).refusals == [
+        ("phone", "不是有效的手机号或带区号的座机号"),
+        ("landline", "应为带区号的座机号，这是手机号")]
 
 
 @pytest.mark.parametrize("cell, reason", [
     ("010-1234567", "不是有效的手机号或带区号的座机号"),  # Beijing numbers have 8 digits
     ("12345", "不是有效的手机号或带区号的座机号"),  # no mobile message for 5 digits
     ("1380000123", "手机号应为11位，这里是10位"),
+    ("12800002011", "不是有效的手机号段（第二位应为3–9，这里是2）"),  # 11 digits, no mobile
+    ("13800002010.00", "号码带有小数部分，应为整数"),  # not "13 digits"
 ])
 def test_numbers_that_are_neither_mobile_nor_landline_say_why(cell, reason):
     assert one({"phone": cell}).refusals == [("phone", reason)]
@@ -210,9 +226,66 @@ def test_a_four_digit_area_code_takes_a_seven_digit_number():
     assert one({"landline": "0755-1234567"}).lead["landline"] == "07551234567"
 
 
-def test_a_lost_zero_landline_as_the_only_number_rejects_the_row():
-    checked = one({"landline": 75512345678})
-    assert checked.refusals == [("landline", lead_import.T_LOST_ZERO_ONLY)]
+@pytest.mark.parametrize("cell, digits", [
+    (75512345678, "75512345678"), (2012345678, "2012345678"),
+    (1012345678, "1012345678"),  # Beijing: 010-12345678, not a 10-digit mobile
+    (1012345678.0, "1012345678"), ("1012345678", "1012345678"),
+])
+def test_a_landline_that_lost_its_zero_beside_a_mobile_is_a_warning(cell, digits):
+    checked = one({"phone": 13800000000, "landline": cell})
+    assert (checked.refusals, checked.warnings) == ([], [("landline", "疑似丢失区号前导0")])
+    assert (checked.lead["phone"], checked.lead["landline"]) == ("13800000000", None)
+    assert checked.lead["note"] == f"座机（疑似丢失区号前导0，待核对）：{digits}"
+
+
+def test_a_service_number_of_ten_digits_is_no_lost_zero():
+    checked = one({"phone": 13800000000, "landline": 4001234567})
+    assert (checked.refusals, checked.warnings, checked.lead["landline"]) == \
+        ([], [], "4001234567")
+
+
+def test_a_lost_zero_landline_as_the_only_number_keeps_the_row_with_a_warning():
+    # INTERFACE.md: a warning does not reject the row. Nothing is guessed: the lead has no
+    # number to dial until the rep adds the 0, and the digits wait in its note.
+    checked = one({"landline": 1012345678})
+    assert checked.refusals == []
+    assert checked.warnings == [("landline", "疑似丢失区号前导0，号码已记入备注待核对"
+                                             "（这条线索暂无可拨打的电话）")]
+    assert (checked.lead["phone"], checked.lead["landline"]) == (None, None)
+    assert checked.lead["note"] == "座机（疑似丢失区号前导0，待核对）：1012345678"
+
+
+@pytest.mark.parametrize("code", ["#VALUE!", "#REF!", "#N/A", "#DIV/0!", "#NAME?", "#NULL!",
+                                  "#NUM!"])
+def test_excel_error_values_are_refused_for_their_field_with_the_code(code):
+    checked = one({"phone": code, "employees": f" {code} ", "note": code})
+    reason = f"是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
+    assert checked.refusals == [("phone", reason), ("note", reason), ("employees", reason)]
+
+
+def test_a_company_of_only_a_zero_width_space_is_not_filled():
+    assert one({"company": "\u200b", "phone": 13800000000}).refusals == [("company", "必填")]
+
+
+@pytest.mark.parametrize("cell", ["2024-W01", "2024-W01-1", "2024-001"])
+def test_iso_weeks_and_days_of_the_year_are_no_dates_people_write(cell):
+    with pytest.raises(CellError, match="无法识别的日期"):
+        parse_date(cell, SHANGHAI)
+
+
+def test_a_first_contact_after_tomorrow_is_refused_as_in_the_future():
+    now = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+    latest = lead_import.latest_date(now, SHANGHAI)
+    assert parse_date("2026-12-03 23:59", SHANGHAI, latest) is not None  # a day of slack
+    for cell in ("2026-12-04", "2099-01-01", 73051):  # 73051 is 2099-12-31
+        with pytest.raises(CellError, match="^日期不能晚于今天（2026-12-02）$"):
+            parse_date(cell, SHANGHAI, latest)
+
+
+def test_a_cell_of_megabytes_is_refused_and_its_problem_row_keeps_a_little_of_it():
+    checked = one({"phone": 13800000000, "note": "a" * tabular.MAX_CELL_CHARS})
+    assert checked.refusals == [("note", "不能超过2000个字符")]
+    assert checked.raw["note"] == "a" * 2100 + "…"
 
 
 def test_tags_in_chinese_or_english_and_unknown_ones_refused():
