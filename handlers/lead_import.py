@@ -1055,18 +1055,33 @@ async def _hand_out(
                 .where(Lead.import_id == import_id, Lead.status == "assigned")
                 .order_by(Lead.id))).all():
             told.setdefault(member_id, []).append(lead_id)
+        # The owners named in the file: their leads began as accepted (_history).
+        owned: dict[int, list[int]] = {}
+        for member_id, lead_id in (await session.execute(
+                select(Lead.assignee_id, Lead.id)
+                .join(LeadStatusChange, LeadStatusChange.lead_id == Lead.id)
+                .where(Lead.import_id == import_id, LeadStatusChange.from_status.is_(None),
+                       LeadStatusChange.to_status == "accepted")
+                .order_by(Lead.id))).all():
+            owned.setdefault(member_id, []).append(lead_id)
+        wanted = list(told) + list(owned)
         members = {m.id: m for m in (await session.scalars(
-            select(Member).where(Member.id.in_(list(told))))).all()} if told else {}
-        for member_id, ids in told.items():
-            shown = "、".join(f"#{i}" for i in ids[:DIGEST_IDS]) + ("…" if len(ids) >
-                                                                    DIGEST_IDS else "")
-            await enqueue(session, rt, members[member_id],
-                          T_DIGEST.format(n=len(ids), ids=shown),
-                          dedupe_key=f"import-digest:{import_id}:{member_id}")
+            select(Member).where(Member.id.in_(wanted)))).all()} if wanted else {}
+        for text, key, groups in ((T_DIGEST, "import-digest", told),
+                                  (T_OWNER_DIGEST, "import-owner", owned)):
+            for member_id, ids in groups.items():
+                await enqueue(session, rt, members[member_id],
+                              text.format(n=len(ids), ids=_some_ids(ids)),
+                              dedupe_key=f"{key}:{import_id}:{member_id}")
         await session.execute(update(LeadImport).where(LeadImport.id == import_id)
                               .values(state="published", updated_at=rt.now()))
-    if told and getattr(rt, "outbox", None) is not None:
+    if (told or owned) and getattr(rt, "outbox", None) is not None:
         rt.outbox.wake()
+
+
+def _some_ids(ids: list[int]) -> str:
+    """"#12、#13、#14…": the first DIGEST_IDS lead numbers of a digest."""
+    return "、".join(f"#{i}" for i in ids[:DIGEST_IDS]) + ("…" if len(ids) > DIGEST_IDS else "")
 
 
 async def _history(rt: Runtime, import_id: int, actor: Member | None) -> None:

@@ -660,6 +660,38 @@ async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(
     assert history == ["new"] * 6 + ["assigned"] * 6
 
 
+async def test_a_rep_named_as_owner_is_told_once_and_owns_the_leads_like_typed_ones(chat):
+    from storage.models import Assignment
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                           {"name": "李静", "role": "marketing"})
+    header = [*HEADER, "负责人"]
+    rows = [[*row("示例公司甲", "13800000001"), "王芳"],
+            [*row("示例公司乙", "13800000002"), "赵强"],
+            [*row("示例公司丙", "13800000003"), "王芳"]]
+    report = await check_import(chat.rt, csv_bytes(rows, header), "展会名单.csv",
+                                ImportOptions(), actor=None, origin="cli")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    first, second, third = await leads(chat.rt)
+    assert [m.text for m in await chat.inbox("王芳")] == [
+        f"导入给您 2 条线索（#{first.id}、#{third.id}），表中负责人是您，已直接记在您名下；"
+        "发送 /我的线索 查看"]
+    assert [m.text for m in await chat.inbox("赵强")] == [
+        f"导入给您 1 条线索（#{second.id}），表中负责人是您，已直接记在您名下；"
+        "发送 /我的线索 查看"]
+    listing = await chat.say("王芳", "/我的线索")
+    assert listing[0].text.startswith("您的进行中线索（2 条）：")
+    # As a lead a rep types in: accepted by that rep, no engine offer (the engine's
+    # analysis counts only its own offers), its history saying why.
+    assert {(lead.status, lead.accepted_at is not None) for lead in (first, third)} == \
+        {("accepted", True)}
+    async with chat.rt.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Assignment)) == 0
+        reasons = (await session.scalars(select(LeadStatusChange.reason))).all()
+    assert reasons == ["导入（负责人）"] * 3
+
+
 async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(chat):
     from datetime import timedelta
 
