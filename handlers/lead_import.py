@@ -628,7 +628,9 @@ async def check_import(
         *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
           for title in table.ignored),
         *({"row": table.header_row, "field": title, "message": T_REPEATED_COLUMN}
-          for title in table.repeated)])
+          for title in table.repeated),
+        *([{"row": table.stopped_at, "field": None,
+            "message": T_STOPPED.format(n=f"{BLANK_RUN:,}")}] if table.stopped_at else [])])
     header_warnings = list(report.warnings)
     in_file = InFile()
     total = len(table.rows)
@@ -644,6 +646,9 @@ async def check_import(
                 # Core executemany: the ORM's bulk path would ask for every new id back.
                 await session.execute(LeadImportRow.__table__.insert(),
                                       staged[at:at + WRITE_CHUNK])
+                # The lease: a check that stops moving (its process killed) is purged.
+                await session.execute(update(LeadImport).where(LeadImport.id == import_id)
+                                      .values(updated_at=rt.now()))
             await _yield_writer(rt, began)
         if progress is not None:
             await progress(min(start + CHUNK, total), total)
@@ -653,8 +658,11 @@ async def check_import(
                "duplicates": len(report.duplicates), "warnings": len(report.warnings),
                "header_warnings": header_warnings}
     async with rt.sessions() as session, session.begin():
-        await session.execute(update(LeadImport).where(LeadImport.id == import_id)
-                              .values(state="checked", summary=summary, updated_at=rt.now()))
+        done = await session.execute(
+            update(LeadImport).where(LeadImport.id == import_id, LeadImport.state == "checking")
+            .values(state="checked", summary=summary, updated_at=rt.now()))
+    if not done.rowcount:  # purged as abandoned meanwhile (its lease ran out)
+        raise ImportError(T_CHECK_DROPPED.format(id=import_id))
     log.info("lead import %s checked: %d rows, %d accepted, %d rejected, %d duplicates",
              import_id, total, report.accepted, summary["rejected"], summary["duplicates"])
     return report
@@ -1150,11 +1158,20 @@ async def _delete_staged(rt: Runtime, import_id: int, statuses: Sequence[str] | 
 
 
 async def purge_imports(rt: Runtime) -> int:
-    """Staged rows do not outlive their use. A check nobody confirmed or cancelled within
-    CHECKED_KEEP is cancelled; an import finished PROBLEMS_KEEP ago (the lifetime of the
-    problem-rows link) loses its staged rows. For the sweep; returns imports purged."""
+    """Staged rows do not outlive their use. A check that stopped moving for IMPORT_LEASE
+    (its process was killed mid-way) is dropped with its staged rows, and a chat importer
+    told; a check nobody confirmed or cancelled within CHECKED_KEEP is cancelled and its
+    card closed; an import finished PROBLEMS_KEEP ago (the lifetime of the problem-rows
+    link) loses its staged rows. For the sweep; returns imports purged."""
+    from handlers.assignment import IMPORT_LEASE
+    from handlers.import_chat import check_interrupted, expired
+
     now = rt.now()
     async with rt.sessions() as session:
+        stalled = (await session.scalars(
+            select(LeadImport.id).where(LeadImport.state == "checking",
+                                        LeadImport.updated_at < now - IMPORT_LEASE)
+            .order_by(LeadImport.id).limit(20))).all()
         abandoned = (await session.scalars(
             select(LeadImport.id).where(LeadImport.state == "checked",
                                         LeadImport.updated_at < now - CHECKED_KEEP)
@@ -1165,24 +1182,39 @@ async def purge_imports(rt: Runtime) -> int:
             .where(LeadImport.state.in_(("published", "cancelled", "failed")),
                    LeadImport.updated_at < now - PROBLEMS_KEEP, staged.exists())
             .order_by(LeadImport.id).limit(20))).all()
+    for import_id in stalled:
+        async with rt.sessions() as session, session.begin():
+            dropped = await session.execute(
+                update(LeadImport)
+                .where(LeadImport.id == import_id, LeadImport.state == "checking",
+                       LeadImport.updated_at < now - IMPORT_LEASE)
+                .values(state="failed", error=T_INTERRUPTED, updated_at=now))
+        if not dropped.rowcount:
+            continue  # it moved after all
+        log.warning("lead import %s: its check stopped moving %s ago; dropped", import_id,
+                    IMPORT_LEASE)
+        await _delete_staged(rt, import_id, None)  # no report: nobody saw the check end
+        await check_interrupted(rt, import_id)
     for import_id in abandoned:
         log.info("lead import %s: checked %s ago and never confirmed; cancelled",
                  import_id, CHECKED_KEEP)
         await cancel_import(rt, import_id, actor=None)
+        await expired(rt, import_id, int(CHECKED_KEEP.total_seconds() // 3600))
     for import_id in finished:
         await _delete_staged(rt, import_id, None)
-    return len(abandoned) + len(finished)
+    return len(stalled) + len(abandoned) + len(finished)
 
 
 # --- the command line --------------------------------------------------------------------
 
 
 def cli_failure(message: str, *, as_json: bool) -> int:
-    """Exit 2: the file or the options cannot be used; --json still ends with its object."""
-    print(message, file=sys.stderr)
+    """Exit 2: the file or the options cannot be used. The message goes to stderr; --json
+    still ends with its object, the contract's keys only."""
+    print(message if message.startswith(CLI_PREFIX) else CLI_PREFIX + message,
+          file=sys.stderr)
     if as_json:
-        empty = ImportReport(None, 0, 0, [], [], []).as_json()
-        print(json.dumps(empty | {"error": message}, ensure_ascii=False))
+        print(json.dumps(ImportReport(None, 0, 0, [], [], []).as_json(), ensure_ascii=False))
     return 2
 
 
