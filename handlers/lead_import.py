@@ -1231,29 +1231,36 @@ async def import_leads_cli(
     try:
         data = Path(path).read_bytes()
     except (FileNotFoundError, IsADirectoryError):
-        return fail(f"找不到文件 {path}")
+        return fail(T_CLI_NOT_FOUND.format(path=path))
     except OSError as exc:
-        return fail(f"无法读取文件：{exc.strerror or type(exc).__name__}")
+        return fail(T_CLI_UNREADABLE.format(why=exc.strerror or type(exc).__name__))
     # The channels are built, not started: they tell who is reachable, and the running
     # server's outbox delivers the digests.
     rt = build_runtime(settings)
-    bar = _progress_bar()
     try:
+        checking = ProgressLine(T_CLI_PROGRESS)
         try:
             report = await check_import(rt, data, Path(path).name, options, actor=None,
-                                        origin="cli", progress=bar)
+                                        origin="cli", progress=checking)
         except ImportError as exc:
             return fail(str(exc))
-        if len(report.rejected) + report.accepted + len(report.duplicates) > CHUNK:
-            print(file=sys.stderr)  # end the progress line
+        finally:
+            checking.end()
         assert report.import_id is not None
-        if dry_run:
+        if not dry_run:
+            handing_out = ProgressLine(T_CLI_PUBLISH_PROGRESS)
+            try:
+                report = await publish_import(rt, report.import_id, actor=None,
+                                              skip_invalid=options.skip_invalid,
+                                              progress=handing_out)
+            finally:
+                handing_out.end()
+        if report.state == "checked":
             await cancel_import(rt, report.import_id, actor=None)
-        else:
-            report = await publish_import(rt, report.import_id, actor=None,
-                                          skip_invalid=options.skip_invalid)
-            if report.state == "checked":
-                await cancel_import(rt, report.import_id, actor=None)
+        # The report is printed here and no link points at the staged rows: nothing
+        # keeps their names and phones any longer (a chat import keeps its problem rows
+        # for the download).
+        await _delete_staged(rt, report.import_id, None)
     finally:
         await rt.close()
     _print_report(report, dry_run)
@@ -1262,14 +1269,34 @@ async def import_leads_cli(
     return 1 if report.rejected else 0
 
 
-def _progress_bar() -> Progress:
-    async def show(done: int, total: int) -> None:
-        if total <= CHUNK:
-            return  # a small file is checked in one step: no bar
-        print(T_CLI_PROGRESS.format(done=done, total=total), end="", file=sys.stderr,
-              flush=True)
+class ProgressLine:
+    """The command line's progress on stderr: one line redrawn in place on a terminal,
+    else a plain line each CLI_PROGRESS_STEP rows; nothing for a file checked in one
+    step."""
 
-    return show
+    def __init__(self, text: str, stream: Any = None) -> None:
+        self.text = text
+        self.stream = stream if stream is not None else sys.stderr
+        self.redraw = self.stream.isatty()
+        self.next_at = CLI_PROGRESS_STEP
+        self.drawn = False
+
+    async def __call__(self, done: int, total: int) -> None:
+        if total <= CHUNK:
+            return
+        line = self.text.format(done=done, total=total)
+        if self.redraw:
+            print("\r" + line, end="", file=self.stream, flush=True)
+            self.drawn = True
+        elif done >= self.next_at or done >= total:
+            print(line, file=self.stream, flush=True)
+            self.next_at = (done // CLI_PROGRESS_STEP + 1) * CLI_PROGRESS_STEP
+
+    def end(self) -> None:
+        """Ends a line drawn in place, so what follows starts on its own."""
+        if self.drawn:
+            print(file=self.stream, flush=True)
+            self.drawn = False
 
 
 def _print_report(report: ImportReport, dry_run: bool) -> None:
@@ -1279,6 +1306,10 @@ def _print_report(report: ImportReport, dry_run: bool) -> None:
     for item in report.duplicates:
         print(T_CLI_DUP.format(row=item["row"], reason=_reason(item)), file=sys.stderr)
     for item in report.warnings:
+        if item["field"] is None:  # about the file, not a column
+            print(T_CLI_WARN_BARE.format(row=item["row"], message=item["message"]),
+                  file=sys.stderr)
+            continue
         print(T_CLI_WARN.format(row=item["row"], field=HEADERS.get(item["field"],
                                                                    item["field"]),
                                 message=item["message"]), file=sys.stderr)
@@ -1300,8 +1331,11 @@ def template_cli(path: Path) -> int:
     try:
         data = template_bytes(Path(path).suffix)
     except ImportError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    Path(path).write_bytes(data)
+        return cli_failure(str(exc), as_json=False)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return cli_failure(T_CLI_UNWRITABLE.format(path=path, why=why), as_json=False)
     print(T_CLI_TEMPLATE.format(path=path))
     return 0

@@ -43,6 +43,7 @@ from storage.models import (
     Outgoing,
 )
 from tests.harness import WORKDAY_MORNING, FrozenClock
+from tests.test_tabular import note_sheet, with_empty_rows
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SALESBOT = Path(sys.executable).with_name("salesbot")
@@ -403,6 +404,16 @@ async def test_c16_excel_numbers_placeholders_serial_dates_and_merged_cells(rt):
         == [date(2024, 1, 1), date(2024, 1, 3)]
     assert {lead.assignee_id for lead in (first, third)} == {reps["张三"].id}
     assert {lead.status for lead in (first, third)} == {"accepted"}
+
+
+async def test_a_sparse_sheet_imports_its_lead_and_says_where_reading_stopped(rt):
+    # The tester's 5.8 MB sheet: one lead, then 1,048,574 formatted empty rows.
+    data = with_empty_rows(xlsx_bytes([row("深圳示例科技有限公司", 13800001234)]),
+                           3, 1_048_576)
+    report = await check(rt, data, "leads.xlsx")
+    assert (report.accepted, report.rejected) == (1, [])
+    assert report.warnings == [{"row": 3, "field": None,
+                                "message": "从这一行起连续 10,000 行是空行，其后的内容没有读取"}]
 
 
 async def test_c16_a_csv_phone_in_scientific_notation_is_refused_never_stored(rt):
@@ -865,18 +876,29 @@ def test_cli_default_and_sheet(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["written"] == 1
 
 
+EMPTY_JSON = {"accepted": 0, "written": 0, "rejected": [], "duplicates": [], "warnings": []}
+
+
 @pytest.mark.parametrize("name, data, message", [
     ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64, "不支持旧版 .xls 格式"),
     ("leads.csv", b"\xff\xfe\x00", "无法识别文件的文字编码"),
     ("leads.csv", "备注\n随便\n".encode(), "缺少必需的列"),
+    ("leads.csv", xlsx_bytes([row("深圳示例科技有限公司", 13800001234)]),
+     "文件内容是 xlsx 表格，扩展名却是“.csv”，请把扩展名改为 .xlsx 后重新导入"),
+    ("missing.csv", None, "找不到文件"),
+    ("bomb.xlsx", "bomb", "疑似压缩炸弹，已拒绝读取"),  # a 20 MB 备注 in 20 KB
 ])
 def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, name, data, message):
     path = tmp_path / name
-    path.write_bytes(data)
+    if data == "bomb":
+        data = note_sheet(b"a" * 20_000_000)
+    if data is not None:
+        path.write_bytes(data)
     done = run_cli(tmp_path, "leads", "import", str(path), "--json")
     assert done.returncode == 2
-    assert message in done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 0
+    assert done.stderr.startswith("salesbot: ") and message in done.stderr
+    # The contract's object and nothing else: the message is on stderr.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == EMPTY_JSON
 
 
 def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
@@ -884,9 +906,75 @@ def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
     path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
     done = run_cli(tmp_path, "leads", "import", str(path), "--json", "--default", "颜色=红")
     assert done.returncode == 2
-    last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (last["accepted"], last["written"]) == (0, 0)
-    assert last["error"].startswith("salesbot: --default 的字段“颜色”不存在")
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == EMPTY_JSON
+    assert done.stderr.startswith("salesbot: --default 的字段“颜色”不存在")
+
+
+def test_cli_refuses_a_field_defaulted_twice_and_a_sheet_named_for_a_csv(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    twice = run_cli(tmp_path, "leads", "import", str(path), "--default", "来源=展会",
+                    "--default", "source=SEM")
+    assert twice.returncode == 2
+    assert twice.stderr == "salesbot: --default 给字段“来源渠道”指定了两次，请只保留一个\n"
+    sheet = run_cli(tmp_path, "leads", "import", str(path), "--sheet", "线索")
+    assert sheet.returncode == 2
+    assert sheet.stderr.startswith(
+        "salesbot: 无法读取文件：csv 文件只有一张表，不能指定工作表“线索”")
+    assert cli_leads(tmp_path) == 0
+
+
+def test_cli_dry_run_leaves_no_names_or_phones_staged(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234"),
+                                row("广州样例贸易有限公司", "12345")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--dry-run", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout.strip().splitlines()[-1])["rejected"] == [
+        {"row": 3, "field": "phone", "reason": "不是有效的手机号或带区号的座机号"}]
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        assert conn.execute("SELECT count(*) FROM lead_import_rows").fetchone()[0] == 0
+        assert conn.execute("SELECT state FROM lead_imports").fetchall() == [("cancelled",)]
+
+
+async def test_cli_progress_covers_the_hand_out_in_plain_lines_without_a_terminal(
+    chat, monkeypatch, capsys, tmp_path,
+):
+    from bot import app as bot_app
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    real = bot_app.build_runtime
+
+    def built(settings):  # the command's runtime, on the test's clock (reps on duty)
+        runtime = real(settings)
+        runtime.clock = chat.rt.clock
+        return runtime
+
+    monkeypatch.setattr(bot_app, "build_runtime", built)
+    monkeypatch.setattr(lead_import, "CHUNK", 100)
+    monkeypatch.setattr(lead_import, "CLI_PROGRESS_STEP", 100)
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row(f"示例公司{n}", f"1380000{n:04d}") for n in range(250)]))
+    assert await lead_import.import_leads_cli(chat.rt.settings, path, ImportOptions()) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # stderr is no terminal here
+    assert err.splitlines() == ["已检查 100/250 行", "已检查 200/250 行", "已检查 250/250 行",
+                                "已分配 100/250 条", "已分配 200/250 条", "已分配 250/250 条"]
+
+
+async def test_on_a_terminal_the_progress_line_is_redrawn_in_place_and_ended():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    line = lead_import.ProgressLine("已检查 {done}/{total} 行", stream)
+    for done in (2000, 4000, 4500):
+        await line(done, 4500)
+    line.end()
+    assert stream.getvalue() == "\r已检查 2000/4500 行\r已检查 4000/4500 行\r已检查 4500/4500 行\n"
 
 
 def test_cli_template(tmp_path):
@@ -894,3 +982,12 @@ def test_cli_template(tmp_path):
     assert done.returncode == 0, done.stderr
     assert load_workbook(tmp_path / "模板.xlsx").active["A1"].value == "公司名称"
     assert run_cli(tmp_path, "leads", "template", str(tmp_path / "t.txt")).returncode == 2
+
+
+def test_template_into_a_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    target = tmp_path / "nonexistent" / "x.xlsx"
+    assert lead_import.template_cli(target) == 2
+    assert capsys.readouterr().err == \
+        f"salesbot: 无法写入 {target}：No such file or directory\n"
+    assert lead_import.template_cli(tmp_path / "t.txt") == 2
+    assert capsys.readouterr().err == "salesbot: 模板文件应以 .xlsx 或 .csv 结尾\n"
