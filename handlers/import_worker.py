@@ -7,6 +7,11 @@ import` does, and its memory is returned when it ends. The worker opens the same
 with its own Runtime (channels built, not started): what it has to say (progress notes,
 digests) goes into the outbox, which the server delivers.
 
+One process per job: it ends when its job is done. It holds only the sending end of a
+one-way pipe, so a server that is gone (killed, or shutting down) is a failed send, and
+the worker tells the member itself; the server holds only the receiving end, so a
+worker that dies is an end of file, never an endless wait.
+
 The worker reads the server's clock: the system clock when the server runs on it, else
 the server's reading when the job began (a server on a frozen clock gets a worker frozen
 at the same moment).
