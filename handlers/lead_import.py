@@ -1256,11 +1256,12 @@ async def import_leads_cli(
             finally:
                 handing_out.end()
         if report.state == "checked":
+            # A dry run, or rows refused: nothing is written, the report is printed here
+            # and no link points at the staged rows, so none keeps its names and phones
+            # (a chat import keeps its problem rows for the download). A published
+            # import's rows go with the sweep, not in the time of this command.
             await cancel_import(rt, report.import_id, actor=None)
-        # The report is printed here and no link points at the staged rows: nothing
-        # keeps their names and phones any longer (a chat import keeps its problem rows
-        # for the download).
-        await _delete_staged(rt, report.import_id, None)
+            await _delete_staged(rt, report.import_id, None)
     finally:
         await rt.close()
     _print_report(report, dry_run)
