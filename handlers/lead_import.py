@@ -238,7 +238,7 @@ def _blank(value: CellValue) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        text = clean_text(unicodedata.normalize("NFKC", value))
+        text = clean_text(unicodedata.normalize("NFKC", value)).strip()
         return not text or text.casefold() in PLACEHOLDERS
     return False
 
