@@ -135,7 +135,7 @@ def _leads(args: argparse.Namespace, settings: Settings) -> int:
     try:
         defaults = parse_defaults(args.default)
     except ImportError as exc:
-        return cli_failure(f"salesbot: {exc}", as_json=args.json)
+        return cli_failure(str(exc), as_json=args.json)
     options = ImportOptions(sheet=args.sheet, defaults=defaults,
                             skip_invalid=args.skip_invalid)
     return asyncio.run(import_leads_cli(settings, Path(args.file), options,

@@ -14,12 +14,16 @@ import hashlib
 import hmac
 import html
 import logging
+import os
 import re
 import secrets
+import tempfile
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
@@ -37,6 +41,11 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # The form's own fields and multipart framing around the file.
 MULTIPART_SLACK = 64 * 1024
 READ_CHUNK = 64 * 1024
+# Uploads wait for their check on disk, not in memory (twelve 19 MB uploads held in
+# memory took the server from 110 to 448 MB); the worker deletes each once read, and the
+# sweep what a crash left behind.
+SPOOL_DIR = Path(tempfile.gettempdir()) / f"salesbot-uploads-{os.getuid()}"
+SPOOL_KEEP = timedelta(days=1)
 # How long the upload page waits for the check before saying the result goes to the chat.
 PAGE_WAIT_SECONDS = 8.0
 LIFETIMES = {
@@ -69,6 +78,7 @@ T_TEMPLATE = "下载导入模板"
 T_NO_FILE = "没有收到文件，请选择一个 xlsx 或 csv 文件后再上传。"
 T_EMPTY = "文件是空的，请检查后重新上传。"
 T_TOO_LARGE = "文件超过 {mb} MB，无法导入。请拆分成几个文件分别上传。"
+T_BUSY = "您上传的上一个文件还在检查，请等结果发到聊天后再上传下一个。"
 T_BAD_FORM = "上传的内容无法识别，请用本页的表单上传文件。"
 T_CHECKED = "已检查「{name}」：可导入 {accepted} 行，有问题 {rejected} 行，重复 {duplicates} 行。"
 T_CHECKED_NEXT = "结果卡片已发到聊天中，请回到聊天确认导入或取消。"
@@ -345,26 +355,79 @@ async def upload(request: web.Request) -> web.Response:
     if request.content_length is not None and (
             request.content_length > MAX_UPLOAD_BYTES + MULTIPART_SLACK):
         return _page(_note(T_TOO_LARGE.format(mb=limit_mb), error=True) + form, status=413)
+    if member.id in _uploading:
+        # One file at a time per member: received, spooled and checked before the next.
+        return _page(_note(T_BUSY, error=True) + form, status=429)
+    _uploading.add(member.id)
+    checking = False
     try:
-        received = await _read_file(request)
-    except _TooLarge:
-        return _page(_note(T_TOO_LARGE.format(mb=limit_mb), error=True) + form, status=413)
-    except (ValueError, AssertionError):
-        return _page(_note(T_BAD_FORM, error=True) + form, status=400)
-    if received is None:
-        return _page(_note(T_NO_FILE, error=True) + form, status=400)
-    filename, data = received
-    if not data:
-        return _page(_note(T_EMPTY, error=True) + form, status=400)
-    return await _checked_page(rt, member, token, filename, data, form)
+        try:
+            received = await _read_file(request)
+        except _TooLarge:
+            return _page(_note(T_TOO_LARGE.format(mb=limit_mb), error=True) + form,
+                         status=413)
+        except (ValueError, AssertionError):
+            return _page(_note(T_BAD_FORM, error=True) + form, status=400)
+        if received is None:
+            return _page(_note(T_NO_FILE, error=True) + form, status=400)
+        filename, path, size = received
+        if not size:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            return _page(_note(T_EMPTY, error=True) + form, status=400)
+        checking = True
+        return await _checked_page(rt, member, token, filename, path, form)
+    finally:
+        if not checking:
+            _uploading.discard(member.id)
+
+
+# Members whose upload is being received or checked by this process.
+# Limitation: per process; behind a load balancer each process takes one at a time.
+_uploading: set[int] = set()
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_file(request: web.Request) -> tuple[str, bytes] | None:
-    """The `file` part of the form, read in chunks and refused past the limit.
+def spool_file(filename: str) -> tuple[Path, IO[bytes]]:
+    """A new file in the spool, open for writing (readable by this user only)."""
+    SPOOL_DIR.mkdir(mode=0o700, exist_ok=True)
+    suffix = Path(filename).suffix.lower()[:10]
+    handle = tempfile.NamedTemporaryFile(dir=SPOOL_DIR, prefix="upload-", suffix=suffix,
+                                         delete=False)
+    return Path(handle.name), handle
+
+
+def spool_bytes(data: bytes, filename: str) -> Path:
+    """`data` written to the spool (blocking: call it in a thread)."""
+    path, handle = spool_file(filename)
+    with handle:
+        handle.write(data)
+    return path
+
+
+async def clean_spool(rt: Runtime) -> int:
+    """Spooled uploads older than SPOOL_KEEP: left by a process killed before its worker
+    read them. For the sweep; returns how many were deleted."""
+    def clean() -> int:
+        deleted = 0
+        cutoff = time.time() - SPOOL_KEEP.total_seconds()
+        for path in SPOOL_DIR.glob("upload-*") if SPOOL_DIR.is_dir() else ():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    deleted += 1
+            except OSError:
+                continue  # taken by a worker meanwhile
+        return deleted
+
+    return await asyncio.to_thread(clean)
+
+
+async def _read_file(request: web.Request) -> tuple[str, Path, int] | None:
+    """The `file` part of the form, spooled to disk in chunks and refused past the limit:
+    its name, where it is and its size.
 
     The app's client_max_size does not apply to a multipart reader, so the limit is ours.
     """
@@ -375,12 +438,20 @@ async def _read_file(request: web.Request) -> tuple[str, bytes] | None:
             return None
         if not isinstance(part, BodyPartReader) or part.name != "file":
             continue
-        data = bytearray()
-        while chunk := await part.read_chunk(READ_CHUNK):
-            data += chunk
-            if len(data) > MAX_UPLOAD_BYTES:
-                raise _TooLarge()
-        return _file_name(part.filename), bytes(data)
+        name = _file_name(part.filename)
+        path, handle = await asyncio.to_thread(spool_file, name)
+        size = 0
+        try:
+            with handle:
+                while chunk := await part.read_chunk(READ_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise _TooLarge()
+                    await asyncio.to_thread(handle.write, chunk)
+        except BaseException:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
+        return name, path, size
 
 
 def _file_name(sent: str | None) -> str:
@@ -397,12 +468,14 @@ def _file_name(sent: str | None) -> str:
 
 
 async def _checked_page(
-    rt: Runtime, member: Member, token: LinkToken, filename: str, data: bytes, form: str,
+    rt: Runtime, member: Member, token: LinkToken, filename: str, path: Path, form: str,
 ) -> web.Response:
     from handlers.import_chat import check_and_report
 
-    task = rt.spawn(check_and_report(rt, member.id, data, filename, token.channel),
+    task = rt.spawn(check_and_report(rt, member.id, path, filename, token.channel),
                     name=f"import-check-{member.id}")
+    member_id = member.id
+    task.add_done_callback(lambda _task: _uploading.discard(member_id))
     try:
         outcome = await asyncio.wait_for(asyncio.shield(task), PAGE_WAIT_SECONDS)
     except TimeoutError:

@@ -11,6 +11,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -22,7 +24,7 @@ from bot.router import ROLE_NAMES, Router
 from cards.model import Button, CardField, CardModel
 from handlers import import_worker
 from handlers.tabular import TableError
-from storage.models import Lead, LeadImport, Member
+from storage.models import Card, Lead, LeadImport, Member
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -40,9 +42,9 @@ PROGRESS_STEP = 5000
 PROBLEMS_SHOWN = 4
 CARD_KIND = "import"
 
-# The fields as the template's header names them (the reasons say "第5行 电话：…").
+# The fields as the template's header names them (the reasons say "第5行 手机号：…").
 FIELD_NAMES = {
-    "company": "公司名称", "contact": "联系人", "phone": "电话", "landline": "座机",
+    "company": "公司名称", "contact": "联系人", "phone": "手机号", "landline": "座机",
     "email": "邮箱", "industry": "行业", "urgency": "紧急程度", "source": "来源渠道",
     "note": "备注", "owner": "负责人", "first_contact": "首次联系", "employees": "员工数",
     "external_id": "外部编号",
@@ -88,6 +90,7 @@ T_DUP = {
     "external_id": "第{row}行 外部编号已导入过（线索 #{of}）",
 }
 T_WARNING = "第{row}行 {field}：{message}（仅提醒）"
+T_WARNING_BARE = "第{row}行：{message}（仅提醒）"
 T_MORE = "……另有 {n} 条，见问题明细"
 T_MORE_NO_LINK = "……另有 {n} 条（设置 SALESBOT_HTTP__PUBLIC_URL 后可下载问题明细）"
 T_ALL_VALID = "所有行都可以导入。"
@@ -98,6 +101,11 @@ T_NOTHING = "没有可以导入的行，请修改文件后重新发送"
 T_PUBLISHING = "开始导入 {n} 行，完成后通知您。"
 T_PUBLISHING_ROWS = "开始导入有效的行，完成后通知您。"
 T_DONE = "导入完成：写入 {n} 条，{where}。"
+T_LATE = ("另有 {n} 行在检查之后已有人录入为线索（比如同一文件的另一次导入），"
+          "算作重复，没有再写入。")
+T_ALL_LATE = ("导入完成：没有写入新线索。有效的 {n} 行在检查之后已有人录入为线索"
+              "（比如同一文件的另一次导入），都算作重复。")
+T_ALL_LATE_STATUS = "{name} 已于 {at} 确认导入，均已重复，未写入"
 T_ASSIGNED_TO = "已分配给 {names}"
 T_ASSIGNED_ONE = "{name} {n} 条"
 T_QUEUED = "{n} 条在待分配队列"
@@ -109,6 +117,8 @@ T_PUBLISH_FAILED = "导入失败了，没有写入任何线索：{reason}。请�
 T_FAILED_STATUS = "导入失败，未写入"
 T_CANCELLED = "已取消导入「{name}」，没有写入任何线索。"
 T_CANCELLED_STATUS = "{name} 已于 {at} 取消"
+T_EXPIRED_STATUS = "{hours} 小时内没有确认，已于 {at} 自动取消"
+T_CHECK_INTERRUPTED = "检查「{name}」时服务中断了，没有导入任何线索。请重新发送文件。"
 T_NO_IMPORT = "没有找到这次导入（#{id}）。"
 T_NOT_YOURS = "这次导入是 {name} 发起的，只有本人或管理员可以操作。"
 T_BUSY = "这次导入正在进行，请稍候。"
@@ -123,6 +133,9 @@ T_STALE_OTHER = "这张卡片已经失效。"
 # Imports this process is writing or cancelling: a second click waits for the first.
 # Limitation: per process; on several processes the core's own idempotency decides.
 _running: set[int] = set()
+# A published import whose card is still open this long after it finished was finished
+# by a worker whose server was gone: the sweep closes the card and says where they went.
+FINISH_GRACE = timedelta(minutes=2)
 
 
 def _core() -> ModuleType:
@@ -232,31 +245,58 @@ async def _download_and_check(rt: Runtime, member_id: int, code: str, name: str,
         log.warning("import file download failed: %s", exc.reason)
         await tell(rt, member_id, channel_name, T_DOWNLOAD_FAILED.format(name=name))
         return
-    await check_and_report(rt, member_id, data, name, channel_name)
+    # Spooled while it waits its turn: a queue of checks holds no file in memory.
+    path = await asyncio.to_thread(uploads.spool_bytes, data, name)
+    del data
+    await check_and_report(rt, member_id, path, name, channel_name)
 
 
-async def check_and_report(rt: Runtime, member_id: int, data: bytes, filename: str,
+async def check_and_report(rt: Runtime, member_id: int, source: bytes | Path, filename: str,
                            channel: str | None) -> Checked:
-    """Check a file with the core and send the member the result card."""
-    async with rt.sessions() as session:
-        member = await session.get(Member, member_id)
-    assert member is not None
+    """Check a file (its bytes, or a spooled file the worker deletes) with the core and
+    send the member the result card."""
     core = _core()
     notes = import_worker.Notes(member_id, channel, T_CHECK_PROGRESS, PROGRESS_STEP)
     try:
-        report = await import_worker.check(rt, data, filename, core.ImportOptions(),
-                                           actor_id=member.id, origin="chat", notes=notes)
-    except (core.ImportError, TableError) as exc:
+        report = await import_worker.check(rt, source, filename, core.ImportOptions(),
+                                           actor_id=member_id, origin="chat", notes=notes,
+                                           channel=channel)
+    except Exception as exc:
+        await _discard(source)
+        return await check_failed(rt, member_id, filename, channel, exc)
+    await _discard(source)
+    return await check_done(rt, member_id, report, filename, channel)
+
+
+async def _discard(source: bytes | Path) -> None:
+    """A spooled file the worker is done with (it deletes it itself once read)."""
+    if isinstance(source, Path):
+        await asyncio.to_thread(source.unlink, missing_ok=True)
+
+
+async def check_failed(rt: Runtime, member_id: int, filename: str, channel: str | None,
+                       exc: BaseException) -> Checked:
+    """A file that could not be checked: the member hears why (the reason, when it is the
+    file's fault)."""
+    if isinstance(exc, _core().ImportError | TableError):
         await tell(rt, member_id, channel, T_UNREADABLE.format(name=filename, reason=exc))
         return Checked(error=str(exc))
-    except Exception:
-        log.exception("import check of a %d-byte file failed", len(data))
-        await tell(rt, member_id, channel, T_CHECK_FAILED.format(name=filename))
-        return Checked(error=T_CHECK_FAILED.format(name=filename))
+    log.error("import check failed: %s", exc, exc_info=exc)
+    await tell(rt, member_id, channel, T_CHECK_FAILED.format(name=filename))
+    return Checked(error=T_CHECK_FAILED.format(name=filename))
+
+
+async def check_done(rt: Runtime, member_id: int, report: ImportReport, filename: str,
+                     channel: str | None) -> Checked:
+    """The check's result card to the member; an import with nothing to confirm is
+    closed at once, its problems still shown."""
+    async with rt.sessions() as session:
+        member = await session.get(Member, member_id)
+    if member is None:
+        return Checked(report=report)
     if report.import_id is not None and report.accepted == 0:
-        # Nothing to confirm: the import is closed at once, its problems still shown.
         try:
-            await core.cancel_import(rt, report.import_id, actor=member)
+            await _core().cancel_import(rt, report.import_id, actor=member)
         except Exception:
             log.exception("import %s with no valid row could not be closed", report.import_id)
     async with rt.sessions() as session, session.begin():
@@ -265,8 +305,15 @@ async def check_and_report(rt: Runtime, member_id: int, data: bytes, filename: s
             url = await uploads.rejected_link(session, rt, member_id, report.import_id)
         await enqueue(session, rt, member, result_card(report, filename, url),
                       channel=channel)
-    rt.outbox.wake()
+    _wake(rt)
     return Checked(report=report)
+
+
+def _wake(rt: Runtime) -> None:
+    """The outbox starts on what was queued (a runtime without one: the sweep in tests)."""
+    outbox = getattr(rt, "outbox", None)
+    if outbox is not None:
+        outbox.wake()
 
 
 async def tell(rt: Runtime, member_id: int, channel: str | None, text: str) -> None:
@@ -275,7 +322,7 @@ async def tell(rt: Runtime, member_id: int, channel: str | None, text: str) -> N
         member = await session.get(Member, member_id)
         if member is not None:
             await enqueue(session, rt, member, text, channel=channel)
-    rt.outbox.wake()
+    _wake(rt)
 
 
 class ProgressNotes:
@@ -331,8 +378,9 @@ def problem_lines(report: ImportReport) -> list[str]:
         lines.append(template.format(row=item.get("row"), of=item.get("of")))
     for item in report.warnings:
         field = FIELD_NAMES.get(str(item.get("field") or ""), item.get("field") or "")
-        lines.append(T_WARNING.format(row=item.get("row"), field=field,
-                                      message=item.get("message")))
+        template = T_WARNING if field else T_WARNING_BARE
+        lines.append(template.format(row=item.get("row"), field=field,
+                                     message=item.get("message")))
     return lines
 
 
@@ -451,25 +499,91 @@ async def cancel_clicked(ctx: Context, object_id: str, option: str | None) -> No
 
 
 async def _publish(rt: Runtime, import_id: int, member_id: int, channel: str | None) -> None:
-    core = _core()
     notes = import_worker.Notes(member_id, channel, T_WRITE_PROGRESS, PROGRESS_STEP)
     try:
         report = await import_worker.publish(rt, import_id, actor_id=member_id,
-                                             skip_invalid=True, notes=notes)
+                                             skip_invalid=True, notes=notes, channel=channel)
     except Exception as exc:
-        log.exception("import %s could not be published", import_id)
-        reason = str(exc) if isinstance(exc, core.ImportError | TableError) else type(exc).__name__
-        await _finish(rt, import_id, member_id, channel, T_FAILED_STATUS,
-                      T_PUBLISH_FAILED.format(reason=reason))
+        await publish_failed(rt, import_id, member_id, channel, exc)
         return
-    rt.outbox.wake()  # the worker's digests are in the outbox
+    await publish_done(rt, import_id, member_id, channel, report)
+
+
+async def publish_failed(rt: Runtime, import_id: int, member_id: int, channel: str | None,
+                         exc: BaseException) -> None:
+    log.error("import %s could not be published: %s", import_id, exc, exc_info=exc)
+    core = _core()
+    reason = str(exc) if isinstance(exc, core.ImportError | TableError) else type(exc).__name__
+    await _finish(rt, import_id, member_id, channel, T_FAILED_STATUS,
+                  T_PUBLISH_FAILED.format(reason=reason))
+
+
+async def publish_done(rt: Runtime, import_id: int, member_id: int, channel: str | None,
+                       report: ImportReport, at: str | None = None) -> None:
+    """The card closed with who imported how many, and the summary to the member."""
+    _wake(rt)  # the worker's digests are in the outbox
     async with rt.sessions() as session:
+        imp = await session.get(LeadImport, import_id)
         where = await _where(session, import_id)
         who = await session.get(Member, member_id)
     name = who.name if who else ""
-    await _finish(rt, import_id, member_id, channel,
-                  T_DONE_STATUS.format(name=name, at=_stamp(rt), n=report.written),
-                  T_DONE.format(n=report.written, where=where))
+    checked = int(((imp.summary if imp else None) or {}).get("duplicates", 0))
+    late = max(0, len(report.duplicates) - checked)  # rows a lead stored meanwhile took
+    if report.written == 0 and late:
+        status = T_ALL_LATE_STATUS.format(name=name, at=at or _stamp(rt))
+        text = T_ALL_LATE.format(n=late)
+    else:
+        status = T_DONE_STATUS.format(name=name, at=at or _stamp(rt), n=report.written)
+        text = T_DONE.format(n=report.written, where=where) + (T_LATE.format(n=late)
+                                                                if late else "")
+    await _finish(rt, import_id, member_id, channel, status, text)
+
+
+async def finish_interrupted(rt: Runtime) -> int:
+    """Chat imports published while no server heard the result (it was killed, and the
+    worker could not tell the member either): their cards are closed and the summary
+    sent. For the sweep; returns how many."""
+    async with rt.sessions() as session:
+        open_card = select(Card.id).where(Card.kind == CARD_KIND,
+                                          Card.object_id == LeadImport.id,
+                                          Card.state == "open")
+        found = (await session.scalars(
+            select(LeadImport).where(LeadImport.origin == "chat",
+                                     LeadImport.state == "published",
+                                     LeadImport.actor_id.is_not(None),
+                                     LeadImport.updated_at < rt.now() - FINISH_GRACE,
+                                     open_card.exists())
+            .order_by(LeadImport.id).limit(20))).all()
+    done = 0
+    for imp in found:
+        if imp.id in _running or imp.actor_id is None:
+            continue
+        log.warning("lead import %s was published while nobody heard: closing its card",
+                    imp.id)
+        report = await _core().load_report(rt, imp.id)
+        at = imp.updated_at.astimezone(rt.settings.zone).strftime("%m-%d %H:%M")
+        await publish_done(rt, imp.id, imp.actor_id, None, report, at=at)
+        done += 1
+    return done
+
+
+async def check_interrupted(rt: Runtime, import_id: int) -> None:
+    """A chat check that stopped mid-way (its process killed) was dropped: the member,
+    who saw 正在检查 and nothing more, is told to send the file again."""
+    async with rt.sessions() as session:
+        imp = await session.get(LeadImport, import_id)
+    if imp is not None and imp.origin == "chat" and imp.actor_id is not None:
+        await tell(rt, imp.actor_id, None, T_CHECK_INTERRUPTED.format(name=imp.filename))
+
+
+async def expired(rt: Runtime, import_id: int, hours: int) -> None:
+    """A check nobody confirmed in time was cancelled: its card loses its buttons."""
+    async with rt.sessions() as session, session.begin():
+        for card in await open_cards(session, CARD_KIND, import_id):
+            model = CardModel.from_json(card.body)
+            await update_card(session, rt, card,
+                              model.closed(T_EXPIRED_STATUS.format(hours=hours, at=_stamp(rt))))
+    _wake(rt)
 
 
 async def _where(session: Any, import_id: int) -> str:
@@ -519,4 +633,4 @@ async def _finish(rt: Runtime, import_id: int, member_id: int, channel: str | No
         member = await session.get(Member, member_id)
         if member is not None:
             await enqueue(session, rt, member, text, channel=channel)
-    rt.outbox.wake()
+    _wake(rt)

@@ -32,6 +32,8 @@ from handlers.intake import URGENCIES, canonical_tag
 from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
 from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
+    BLANK_RUN,
+    EXCEL_ERRORS,
     PLACEHOLDERS,
     CellError,
     CellValue,
@@ -40,6 +42,7 @@ from handlers.tabular import (
     TableRow,
     cell_text,
     clean_header,
+    clean_text,
     read_table,
     whole_number,
 )
@@ -81,6 +84,9 @@ TAGS = ("industry", "urgency", "source")
 LIMITS = {"company": 200, "contact": 64, "email": 200, "note": 2000, "owner": 64,
           "external_id": 128}
 EMPLOYEES_LIMIT = 10_000_000
+# What a problem row keeps of each cell for its report: longer than any field may be (so
+# the reason still shows), never the whole of a cell of megabytes.
+RAW_CHARS = max(LIMITS.values()) + 100
 # Rows checked, deduplicated and staged per step: each step's write is one short
 # transaction, so chat callbacks sharing SQLite's one writer keep their deadlines.
 CHUNK = 2000
@@ -98,6 +104,9 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
                    r"(?:[ T]+(\d{1,2})[:：](\d{2})(?:[:：](\d{2}))?)?")
 _COMPACT_DATE = re.compile(r"((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+# An ISO 8601 date-time as people write it; not a week (2024-W01) or a day of the year.
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+                            r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _YEARS = (1990, 2100)
 
@@ -109,20 +118,28 @@ T_EMAIL = "邮箱格式不正确"
 T_TAG = "未知的取值“{value}”（可选：{choices}）"
 T_NEED_PHONE = "手机号和座机至少填写一个"
 T_LOST_ZERO = "疑似丢失区号前导0"
-T_LOST_ZERO_ONLY = "疑似丢失区号前导0，且没有其他可用的电话，请补上区号前的0"
+T_LOST_ZERO_ONLY = "疑似丢失区号前导0，号码已记入备注待核对（这条线索暂无可拨打的电话）"
 T_NOT_LANDLINE = "应为带区号的座机号，这是手机号"
+T_SECOND_MOBILE = "第二个手机号，已记入备注"
+T_SECOND_MOBILE_NOTE = "另一个手机号：{number}"
+T_EXCEL_ERROR = "是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
 T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
 T_DATE_RANGE = "日期超出范围（{low}–{high} 年）"
+T_DATE_FUTURE = "日期不能晚于今天（{today}）"
 T_UNKNOWN_DEFAULT = "--default 的字段“{field}”不存在（可用：{fields}）"
 T_BAD_DEFAULT = "--default {field}={value} 无效：{reason}"
 T_DEFAULT_FORM = "--default 应写作 字段=值，例如 --default 来源=展会"
+T_DEFAULT_TWICE = "--default 给字段“{field}”指定了两次，请只保留一个"
 T_IGNORED_COLUMN = "未知的列，已忽略"
+T_STOPPED = "从这一行起连续 {n} 行是空行，其后的内容没有读取"
 T_REPEATED_COLUMN = "与前面的列重复，已忽略"
 T_LOST_ZERO_NOTE = "座机（疑似丢失区号前导0，待核对）：{digits}"
 T_NO_IMPORT = "找不到导入批次 #{id}"
 T_CANCELLED = "导入批次 #{id} 已取消，不能再导入"
+T_INTERRUPTED = "检查中断（进程结束），未完成"
+T_CHECK_DROPPED = "导入批次 #{id} 的检查停顿太久，已被清除，请重新导入"
 T_REASON = "原因"
 T_ROW = "行号"
 T_DUP_IN_FILE = "与第{of}行重复"
@@ -133,16 +150,27 @@ T_OWNER_REASON = "导入（负责人）"
 T_IMPORTED = "导入"
 T_DIGEST = ("导入分配给您 {n} 条新线索（{ids}），发送 /我的线索 查看并接受；"
             "一个工作日内未接受的线索会转给其他同事")
+T_OWNER_DIGEST = ("导入给您 {n} 条线索（{ids}），表中负责人是您，已直接记在您名下；"
+                  "发送 /我的线索 查看")
 T_CLI_ROW = "第{row}行 {field}: {reason}"
 T_CLI_DUP = "第{row}行 重复: {reason}（未导入）"
 T_CLI_WARN = "第{row}行 {field}: {message}（提示）"
-T_CLI_PROGRESS = "\r已检查 {done}/{total} 行"
+T_CLI_PROGRESS = "已检查 {done}/{total} 行"
+T_CLI_PUBLISH_PROGRESS = "已分配 {done}/{total} 条"
+T_CLI_WARN_BARE = "第{row}行: {message}（提示）"
+T_CLI_NOT_FOUND = "找不到文件 {path}"
+T_CLI_UNREADABLE = "无法读取文件：{why}"
+T_CLI_UNWRITABLE = "无法写入 {path}：{why}"
 T_CLI_SUMMARY = ("共 {rows} 行：可导入 {accepted}，拒绝 {rejected}，重复 {duplicates}，"
                  "提示 {warnings}。")
 T_CLI_DRY = "试运行：未写入任何线索。"
 T_CLI_REFUSED = "有被拒绝的行，未写入任何线索（可用 --skip-invalid 只导入有效行）。"
 T_CLI_WRITTEN = "已导入 {n} 条线索（导入批次 #{id}）。"
 T_CLI_TEMPLATE = "已写入导入模板 {path}"
+# Every error line of the command line starts with the program's name, as Unix tools do.
+CLI_PREFIX = "salesbot: "
+# Without a terminal (a log, a pipe), progress is a plain line each this many rows.
+CLI_PROGRESS_STEP = 5000
 T_TEMPLATE_EXT = "模板文件应以 .xlsx 或 .csv 结尾"
 HEADERS = {c.field: c.aliases[0] for c in COLUMNS}
 
@@ -189,6 +217,8 @@ class Rules:
     defaults: dict[str, CellValue] = field(default_factory=dict)
     # Roster name → (member id, None) for an active rep, or (None, why it cannot own).
     owners: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+    # Dates from this instant on are refused as in the future (None: no check).
+    latest: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -209,7 +239,7 @@ def _blank(value: CellValue) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        text = unicodedata.normalize("NFKC", value).strip()
+        text = clean_text(unicodedata.normalize("NFKC", value)).strip()
         return not text or text.casefold() in PLACEHOLDERS
     return False
 
@@ -231,11 +261,12 @@ def _text(value: CellValue, name: str) -> str | None:
 
 
 def _lost_zero(text: str) -> bool:
-    """An area-code landline whose leading 0 a number cell dropped: 75512345678."""
+    """An area-code landline whose leading 0 a number cell dropped: 75512345678, and
+    Beijing's 1012345678 (010-12345678); a 400 or 800 service number is whole already."""
     digits = unicodedata.normalize("NFKC", text).strip()
     if digits.endswith(".0"):
         digits = digits[:-2]
-    if not digits.isdigit() or digits.startswith(("0", "1")):
+    if not digits.isascii() or not digits.isdigit() or digits.startswith("0"):
         return False
     try:
         parse_phone(digits)
@@ -274,9 +305,12 @@ def _tag(value: CellValue, choices: dict[str, str]) -> str:
     return key
 
 
-def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
+def parse_date(
+    value: CellValue, zone: ZoneInfo, latest: datetime | None = None
+) -> datetime | None:
     """A date or date-time cell, text or an Excel serial (days from 1899-12-30), in UTC;
-    a date without a time is midnight in the team's timezone."""
+    a date without a time is midnight in the team's timezone. From `latest` on, a date
+    is refused as in the future."""
     if _blank(value):
         return None
     if isinstance(value, bool) or isinstance(value, time):
@@ -302,7 +336,17 @@ def parse_date(value: CellValue, zone: ZoneInfo) -> datetime | None:
         raise CellError(T_DATE_RANGE.format(low=_YEARS[0], high=_YEARS[1]))
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
+    if latest is not None and value >= latest:
+        today = (latest.astimezone(zone) - timedelta(days=2)).date()
+        raise CellError(T_DATE_FUTURE.format(today=today.isoformat()))
     return value.astimezone(UTC)
+
+
+def latest_date(now: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant a first contact cannot be at: after tomorrow in the team's
+    timezone (a day of slack for a clock or a zone set wrong)."""
+    today = now.astimezone(zone).date()
+    return datetime.combine(today + timedelta(days=2), time(), tzinfo=zone)
 
 
 def _date_text(text: str) -> datetime:
@@ -314,11 +358,13 @@ def _date_text(text: str) -> datetime:
         parts = tuple(int(g) for g in compact.groups()) + (0, 0, 0)
     elif match is not None:
         parts = tuple(int(g) if g else 0 for g in match.groups())
-    else:
+    elif _ISO_DATE_TIME.fullmatch(text):
         try:
             return datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise CellError(T_DATE) from None
+    else:
+        raise CellError(T_DATE)
     try:
         return datetime(*parts)
     except ValueError:
@@ -360,24 +406,34 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         "source": lambda v: _tag(v, rules.sources),
         "note": lambda v: _text(v, "note"),
         "owner": lambda v: _owner(v, rules),
-        "first_contact": lambda v: parse_date(v, rules.zone),
+        "first_contact": lambda v: parse_date(v, rules.zone, rules.latest),
         "employees": lambda v: whole_number(v, limit=EMPLOYEES_LIMIT),
         "external_id": lambda v: _text(v, "external_id"),
     }
     parsed: dict[str, Any] = {}
     refusals: list[tuple[str, str]] = []
     for name, parse in parsers.items():
+        value = values.get(name)
+        if isinstance(value, str) and clean_text(value).upper() in EXCEL_ERRORS:
+            refusals.append((name, T_EXCEL_ERROR.format(code=clean_text(value).upper())))
+            continue
         try:
-            parsed[name] = parse(values.get(name))
+            parsed[name] = parse(value)
         except CellError as exc:
             refusals.append((name, str(exc)))
     for name in ("company", "contact"):
         if name in parsed and parsed[name] is None:
             refusals.append((name, T_REQUIRED))
     mobile, landline = parsed.get("phone"), parsed.get("landline")
+    kept: list[str] = []  # lines the note gains, for the rep to check
     if landline is not None and landline.kind != "landline":
         if mobile is None and "phone" not in {name for name, _ in refusals}:
             mobile, landline = landline, None  # 电话 beside 手机 held a mobile: use it
+        elif mobile is not None and mobile.kind == "mobile":
+            # Two mobiles (手机 and 电话 both): the first is the phone, the second is kept.
+            warnings.append(("landline", T_SECOND_MOBILE))
+            kept.append(T_SECOND_MOBILE_NOTE.format(number=landline.stored))
+            landline = None
         else:
             refusals.append(("landline", T_NOT_LANDLINE))
             landline = None
@@ -387,16 +443,18 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
     lost = [name for name, message in warnings if message == T_LOST_ZERO]
     if not parsed["phone"] and not parsed["landline"] and not failed & {"phone", "landline"}:
         if lost:
-            refusals.append((lost[0], T_LOST_ZERO_ONLY))
-            warnings = [w for w in warnings if w[0] != lost[0]]
-            lost = []
+            # The only number lost its 0: the row is kept (a warning rejects nothing),
+            # the digits in its note; the rep supplies the area code's 0.
+            warnings = [(n, T_LOST_ZERO_ONLY if n == lost[0] and m == T_LOST_ZERO else m)
+                        for n, m in warnings]
         else:
             refusals.append(("phone", T_NEED_PHONE))
     if lost:
         # Not guessed, not lost either: the digits stay on the lead for the rep to check.
         digits = cell_text(values.get(lost[0]))
-        kept = T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0"))
-        parsed["note"] = f"{parsed['note']}\n{kept}" if parsed.get("note") else kept
+        kept.insert(0, T_LOST_ZERO_NOTE.format(digits=(digits or "").removesuffix(".0")))
+    if kept and "note" not in failed:
+        parsed["note"] = "\n".join([parsed["note"], *kept] if parsed.get("note") else kept)
     refusals.sort(key=lambda r: FIELDS.index(r[0]))
     lead = {
         "company": parsed.get("company"), "contact": parsed.get("contact"),
@@ -407,10 +465,16 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         "first_contact_at": parsed.get("first_contact"), "employees": parsed.get("employees"),
         "external_id": parsed.get("external_id"),
     }
-    raw = {name: cell_text(row.values.get(name)) for name in row.values}
+    raw = {name: _raw(row.values.get(name)) for name in row.values}
     match = MatchKeys() if refusals else keys_for(
         lead["company"], lead["contact"], lead["phone"] or lead["landline"], lead["email"])
     return CheckedRow(row.number, lead, refusals, warnings, raw, match)
+
+
+def _raw(value: CellValue) -> str | None:
+    """A cell as a problem row keeps it: as text, at most RAW_CHARS characters."""
+    text = cell_text(value)
+    return text[:RAW_CHARS] + "…" if text is not None and len(text) > RAW_CHARS else text
 
 
 def parse_defaults(pairs: Iterable[str]) -> dict[str, str]:
@@ -425,6 +489,8 @@ def parse_defaults(pairs: Iterable[str]) -> dict[str, str]:
         if key is None:
             raise ImportError(T_UNKNOWN_DEFAULT.format(field=name.strip(),
                                                        fields="、".join(FIELDS)))
+        if key in out:
+            raise ImportError(T_DEFAULT_TWICE.format(field=HEADERS[key]))
         out[key] = value.strip()
     return out
 
@@ -512,10 +578,11 @@ async def _rules(rt: Runtime, options: ImportOptions) -> Rules:
             owners[name] = (member_id, None)
         else:
             owners[name] = (None, T_OWNER_NOT_REP.format(name=name))
-    settings = rt.settings.leads
-    rules = Rules(settings.industries, settings.sources, rt.settings.zone, owners=owners)
+    settings, zone = rt.settings.leads, rt.settings.zone
+    latest = latest_date(rt.now(), zone)
+    rules = Rules(settings.industries, settings.sources, zone, owners=owners, latest=latest)
     defaults = checked_defaults(options.defaults, rules)
-    return Rules(settings.industries, settings.sources, rt.settings.zone, defaults, owners)
+    return Rules(settings.industries, settings.sources, zone, defaults, owners, latest)
 
 
 async def _yield_writer(rt: Runtime, held_since: float) -> None:
@@ -565,7 +632,9 @@ async def check_import(
         *({"row": table.header_row, "field": title, "message": T_IGNORED_COLUMN}
           for title in table.ignored),
         *({"row": table.header_row, "field": title, "message": T_REPEATED_COLUMN}
-          for title in table.repeated)])
+          for title in table.repeated),
+        *([{"row": table.stopped_at, "field": None,
+            "message": T_STOPPED.format(n=f"{BLANK_RUN:,}")}] if table.stopped_at else [])])
     header_warnings = list(report.warnings)
     in_file = InFile()
     total = len(table.rows)
@@ -581,6 +650,9 @@ async def check_import(
                 # Core executemany: the ORM's bulk path would ask for every new id back.
                 await session.execute(LeadImportRow.__table__.insert(),
                                       staged[at:at + WRITE_CHUNK])
+                # The lease: a check that stops moving (its process killed) is purged.
+                await session.execute(update(LeadImport).where(LeadImport.id == import_id)
+                                      .values(updated_at=rt.now()))
             await _yield_writer(rt, began)
         if progress is not None:
             await progress(min(start + CHUNK, total), total)
@@ -590,8 +662,11 @@ async def check_import(
                "duplicates": len(report.duplicates), "warnings": len(report.warnings),
                "header_warnings": header_warnings}
     async with rt.sessions() as session, session.begin():
-        await session.execute(update(LeadImport).where(LeadImport.id == import_id)
-                              .values(state="checked", summary=summary, updated_at=rt.now()))
+        done = await session.execute(
+            update(LeadImport).where(LeadImport.id == import_id, LeadImport.state == "checking")
+            .values(state="checked", summary=summary, updated_at=rt.now()))
+    if not done.rowcount:  # purged as abandoned meanwhile (its lease ran out)
+        raise ImportError(T_CHECK_DROPPED.format(id=import_id))
     log.info("lead import %s checked: %d rows, %d accepted, %d rejected, %d duplicates",
              import_id, total, report.accepted, summary["rejected"], summary["duplicates"])
     return report
@@ -991,18 +1066,33 @@ async def _hand_out(
                 .where(Lead.import_id == import_id, Lead.status == "assigned")
                 .order_by(Lead.id))).all():
             told.setdefault(member_id, []).append(lead_id)
+        # The owners named in the file: their leads began as accepted (_history).
+        owned: dict[int, list[int]] = {}
+        for member_id, lead_id in (await session.execute(
+                select(Lead.assignee_id, Lead.id)
+                .join(LeadStatusChange, LeadStatusChange.lead_id == Lead.id)
+                .where(Lead.import_id == import_id, LeadStatusChange.from_status.is_(None),
+                       LeadStatusChange.to_status == "accepted")
+                .order_by(Lead.id))).all():
+            owned.setdefault(member_id, []).append(lead_id)
+        wanted = list(told) + list(owned)
         members = {m.id: m for m in (await session.scalars(
-            select(Member).where(Member.id.in_(list(told))))).all()} if told else {}
-        for member_id, ids in told.items():
-            shown = "、".join(f"#{i}" for i in ids[:DIGEST_IDS]) + ("…" if len(ids) >
-                                                                    DIGEST_IDS else "")
-            await enqueue(session, rt, members[member_id],
-                          T_DIGEST.format(n=len(ids), ids=shown),
-                          dedupe_key=f"import-digest:{import_id}:{member_id}")
+            select(Member).where(Member.id.in_(wanted)))).all()} if wanted else {}
+        for text, key, groups in ((T_DIGEST, "import-digest", told),
+                                  (T_OWNER_DIGEST, "import-owner", owned)):
+            for member_id, ids in groups.items():
+                await enqueue(session, rt, members[member_id],
+                              text.format(n=len(ids), ids=_some_ids(ids)),
+                              dedupe_key=f"{key}:{import_id}:{member_id}")
         await session.execute(update(LeadImport).where(LeadImport.id == import_id)
                               .values(state="published", updated_at=rt.now()))
-    if told and getattr(rt, "outbox", None) is not None:
+    if (told or owned) and getattr(rt, "outbox", None) is not None:
         rt.outbox.wake()
+
+
+def _some_ids(ids: list[int]) -> str:
+    """"#12、#13、#14…": the first DIGEST_IDS lead numbers of a digest."""
+    return "、".join(f"#{i}" for i in ids[:DIGEST_IDS]) + ("…" if len(ids) > DIGEST_IDS else "")
 
 
 async def _history(rt: Runtime, import_id: int, actor: Member | None) -> None:
@@ -1071,11 +1161,20 @@ async def _delete_staged(rt: Runtime, import_id: int, statuses: Sequence[str] | 
 
 
 async def purge_imports(rt: Runtime) -> int:
-    """Staged rows do not outlive their use. A check nobody confirmed or cancelled within
-    CHECKED_KEEP is cancelled; an import finished PROBLEMS_KEEP ago (the lifetime of the
-    problem-rows link) loses its staged rows. For the sweep; returns imports purged."""
+    """Staged rows do not outlive their use. A check that stopped moving for IMPORT_LEASE
+    (its process was killed mid-way) is dropped with its staged rows, and a chat importer
+    told; a check nobody confirmed or cancelled within CHECKED_KEEP is cancelled and its
+    card closed; an import finished PROBLEMS_KEEP ago (the lifetime of the problem-rows
+    link) loses its staged rows. For the sweep; returns imports purged."""
+    from handlers.assignment import IMPORT_LEASE
+    from handlers.import_chat import check_interrupted, expired
+
     now = rt.now()
     async with rt.sessions() as session:
+        stalled = (await session.scalars(
+            select(LeadImport.id).where(LeadImport.state == "checking",
+                                        LeadImport.updated_at < now - IMPORT_LEASE)
+            .order_by(LeadImport.id).limit(20))).all()
         abandoned = (await session.scalars(
             select(LeadImport.id).where(LeadImport.state == "checked",
                                         LeadImport.updated_at < now - CHECKED_KEEP)
@@ -1086,24 +1185,39 @@ async def purge_imports(rt: Runtime) -> int:
             .where(LeadImport.state.in_(("published", "cancelled", "failed")),
                    LeadImport.updated_at < now - PROBLEMS_KEEP, staged.exists())
             .order_by(LeadImport.id).limit(20))).all()
+    for import_id in stalled:
+        async with rt.sessions() as session, session.begin():
+            dropped = await session.execute(
+                update(LeadImport)
+                .where(LeadImport.id == import_id, LeadImport.state == "checking",
+                       LeadImport.updated_at < now - IMPORT_LEASE)
+                .values(state="failed", error=T_INTERRUPTED, updated_at=now))
+        if not dropped.rowcount:
+            continue  # it moved after all
+        log.warning("lead import %s: its check stopped moving %s ago; dropped", import_id,
+                    IMPORT_LEASE)
+        await _delete_staged(rt, import_id, None)  # no report: nobody saw the check end
+        await check_interrupted(rt, import_id)
     for import_id in abandoned:
         log.info("lead import %s: checked %s ago and never confirmed; cancelled",
                  import_id, CHECKED_KEEP)
         await cancel_import(rt, import_id, actor=None)
+        await expired(rt, import_id, int(CHECKED_KEEP.total_seconds() // 3600))
     for import_id in finished:
         await _delete_staged(rt, import_id, None)
-    return len(abandoned) + len(finished)
+    return len(stalled) + len(abandoned) + len(finished)
 
 
 # --- the command line --------------------------------------------------------------------
 
 
 def cli_failure(message: str, *, as_json: bool) -> int:
-    """Exit 2: the file or the options cannot be used; --json still ends with its object."""
-    print(message, file=sys.stderr)
+    """Exit 2: the file or the options cannot be used. The message goes to stderr; --json
+    still ends with its object, the contract's keys only."""
+    print(message if message.startswith(CLI_PREFIX) else CLI_PREFIX + message,
+          file=sys.stderr)
     if as_json:
-        empty = ImportReport(None, 0, 0, [], [], []).as_json()
-        print(json.dumps(empty | {"error": message}, ensure_ascii=False))
+        print(json.dumps(ImportReport(None, 0, 0, [], [], []).as_json(), ensure_ascii=False))
     return 2
 
 
@@ -1120,29 +1234,37 @@ async def import_leads_cli(
     try:
         data = Path(path).read_bytes()
     except (FileNotFoundError, IsADirectoryError):
-        return fail(f"找不到文件 {path}")
+        return fail(T_CLI_NOT_FOUND.format(path=path))
     except OSError as exc:
-        return fail(f"无法读取文件：{exc.strerror or type(exc).__name__}")
+        return fail(T_CLI_UNREADABLE.format(why=exc.strerror or type(exc).__name__))
     # The channels are built, not started: they tell who is reachable, and the running
     # server's outbox delivers the digests.
     rt = build_runtime(settings)
-    bar = _progress_bar()
     try:
+        checking = ProgressLine(T_CLI_PROGRESS)
         try:
             report = await check_import(rt, data, Path(path).name, options, actor=None,
-                                        origin="cli", progress=bar)
+                                        origin="cli", progress=checking)
         except ImportError as exc:
             return fail(str(exc))
-        if len(report.rejected) + report.accepted + len(report.duplicates) > CHUNK:
-            print(file=sys.stderr)  # end the progress line
+        finally:
+            checking.end()
         assert report.import_id is not None
-        if dry_run:
+        if not dry_run:
+            handing_out = ProgressLine(T_CLI_PUBLISH_PROGRESS)
+            try:
+                report = await publish_import(rt, report.import_id, actor=None,
+                                              skip_invalid=options.skip_invalid,
+                                              progress=handing_out)
+            finally:
+                handing_out.end()
+        if report.state == "checked":
+            # A dry run, or rows refused: nothing is written, the report is printed here
+            # and no link points at the staged rows, so none keeps its names and phones
+            # (a chat import keeps its problem rows for the download). A published
+            # import's rows go with the sweep, not in the time of this command.
             await cancel_import(rt, report.import_id, actor=None)
-        else:
-            report = await publish_import(rt, report.import_id, actor=None,
-                                          skip_invalid=options.skip_invalid)
-            if report.state == "checked":
-                await cancel_import(rt, report.import_id, actor=None)
+            await _delete_staged(rt, report.import_id, None)
     finally:
         await rt.close()
     _print_report(report, dry_run)
@@ -1151,14 +1273,34 @@ async def import_leads_cli(
     return 1 if report.rejected else 0
 
 
-def _progress_bar() -> Progress:
-    async def show(done: int, total: int) -> None:
-        if total <= CHUNK:
-            return  # a small file is checked in one step: no bar
-        print(T_CLI_PROGRESS.format(done=done, total=total), end="", file=sys.stderr,
-              flush=True)
+class ProgressLine:
+    """The command line's progress on stderr: one line redrawn in place on a terminal,
+    else a plain line each CLI_PROGRESS_STEP rows; nothing for a file checked in one
+    step."""
 
-    return show
+    def __init__(self, text: str, stream: Any = None) -> None:
+        self.text = text
+        self.stream = stream if stream is not None else sys.stderr
+        self.redraw = self.stream.isatty()
+        self.next_at = CLI_PROGRESS_STEP
+        self.drawn = False
+
+    async def __call__(self, done: int, total: int) -> None:
+        if total <= CHUNK:
+            return
+        line = self.text.format(done=done, total=total)
+        if self.redraw:
+            print("\r" + line, end="", file=self.stream, flush=True)
+            self.drawn = True
+        elif done >= self.next_at or done >= total:
+            print(line, file=self.stream, flush=True)
+            self.next_at = (done // CLI_PROGRESS_STEP + 1) * CLI_PROGRESS_STEP
+
+    def end(self) -> None:
+        """Ends a line drawn in place, so what follows starts on its own."""
+        if self.drawn:
+            print(file=self.stream, flush=True)
+            self.drawn = False
 
 
 def _print_report(report: ImportReport, dry_run: bool) -> None:
@@ -1168,6 +1310,10 @@ def _print_report(report: ImportReport, dry_run: bool) -> None:
     for item in report.duplicates:
         print(T_CLI_DUP.format(row=item["row"], reason=_reason(item)), file=sys.stderr)
     for item in report.warnings:
+        if item["field"] is None:  # about the file, not a column
+            print(T_CLI_WARN_BARE.format(row=item["row"], message=item["message"]),
+                  file=sys.stderr)
+            continue
         print(T_CLI_WARN.format(row=item["row"], field=HEADERS.get(item["field"],
                                                                    item["field"]),
                                 message=item["message"]), file=sys.stderr)
@@ -1189,8 +1335,11 @@ def template_cli(path: Path) -> int:
     try:
         data = template_bytes(Path(path).suffix)
     except ImportError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    Path(path).write_bytes(data)
+        return cli_failure(str(exc), as_json=False)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return cli_failure(T_CLI_UNWRITABLE.format(path=path, why=why), as_json=False)
     print(T_CLI_TEMPLATE.format(path=path))
     return 0

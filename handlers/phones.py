@@ -82,6 +82,10 @@ def parse_phone(raw: str) -> Phone:
             landline = None
         if landline is not None and landline.kind == "landline":
             return Phone(landline.number, "landline", tail.strip())
+    if re.fullmatch(r"\d+\.\d+", text):
+        raise PhoneError("号码带有小数部分，应为整数")  # 13800002010.00: not 13 digits
+    if digits.startswith("1") and len(digits) == 11:
+        raise PhoneError(f"不是有效的手机号段（第二位应为3–9，这里是{digits[1]}）")
     if digits.startswith("1") and 9 <= len(digits) <= 13:
         raise PhoneError(f"手机号应为11位，这里是{len(digits)}位")
     raise PhoneError("不是有效的手机号或带区号的座机号")

@@ -13,11 +13,14 @@ import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from itertools import chain
 from pathlib import Path
+from typing import IO, NamedTuple
+from xml.parsers import expat
 
 # A cell as the file holds it: text, a whole number, a fraction, a date, a flag, nothing.
 CellValue = str | int | float | datetime | date | time | bool | None
@@ -34,6 +37,11 @@ T_MISSING = "缺少必需的列：{names}"
 T_TOO_MANY_ROWS = "文件超过 {limit} 行（第 {row} 行仍有内容），请拆分成几个文件分别导入"
 T_BAD_TEXT = "无法识别文件的文字编码"
 T_NOT_FOUND = "找不到文件 {path}"
+T_XLSX_AS_CSV = "文件内容是 xlsx 表格，扩展名却是“{ext}”，请把扩展名改为 .xlsx 后重新导入"
+T_SHEET_IN_CSV = "csv 文件只有一张表，不能指定工作表“{name}”"
+T_ZIP_BOMB = "解压后异常大（{part} 压缩比 {ratio}:1），疑似压缩炸弹，已拒绝读取"
+T_TOO_BIG = "解压后超过 {mb} MB，请拆分成几个文件分别导入"
+T_CSV_CELL = "第 {row} 行有单元格超过 {limit} 个字符"
 
 T_WHOLE = "应为不小于0的整数"
 T_PLACEHOLDER = "应为不小于0的整数，不能是占位符“{text}”"
@@ -45,6 +53,7 @@ CSV_EXTENSIONS = (".csv", ".txt", ".tsv")
 XLSX_EXTENSIONS = (".xlsx", ".xlsm")
 # The compound-file signature: old .xls, and every password-protected OOXML workbook.
 _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ZIP_MAGIC = b"PK\x03\x04"
 _DELIMITERS = (",", "\t", ";")
 # Where the header row may be: title rows above it are common in hand-made sheets.
 HEADER_SEARCH_ROWS = 10
@@ -54,9 +63,28 @@ MAX_ROWS = 100_000
 # Cells read per row: a merged range or a stray cell in column XFD must not make every
 # row 16,384 cells wide. No import knows anywhere near this many columns.
 MAX_COLUMNS = 200
-_TRIM = " \t\r\n\u3000\ufeff\u00a0"
+# The most characters read from one cell: no field any import knows is half as long (a
+# lead's note holds 2,000). A longer cell is cut here, so a 200 MB cell costs nothing
+# downstream; the field's own length check refuses the cut value with its limit.
+MAX_CELL_CHARS = 4096
+# An xlsx is a zip of XML parts. Refused before anything is parsed: parts that inflate
+# past this in all (a 100,000-row sheet of 13 columns is about 60 MB), or a part larger
+# than RATIO_FLOOR that inflates more than MAX_RATIO times (spreadsheet XML inflates 5 to
+# 20 times; a zip bomb of one repeated letter 1,000 times).
+MAX_UNCOMPRESSED = 512 * 1024 * 1024
+MAX_RATIO = 100
+RATIO_FLOOR = 1024 * 1024
+# Reading stops after this many blank rows in a row: a sheet can hold a million formatted
+# empty rows, which openpyxl parses one by one (and keeps, each an emptied element).
+BLANK_RUN = 10_000
+# Merged ranges taken from one sheet: more than any hand-made sheet has.
+MAX_MERGED = 100_000
+_TRIM = " \t\r\n\u3000\ufeff\u00a0\u200b\u200c\u200d\u2060"
 # Placeholders people type for "nothing here" in a numeric column.
 PLACEHOLDERS = frozenset({"-", "—", "–", "--", "——", "/", "无", "n/a", "na", "null"})
+# What Excel shows (and a csv saved from Excel holds) where a formula failed.
+EXCEL_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A",
+                          "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!"})
 
 
 class TableError(Exception):
@@ -96,9 +124,26 @@ class Table:
     rows: list[TableRow]
     ignored: list[str] = field(default_factory=list)  # headers no column knows
     repeated: list[str] = field(default_factory=list)  # a known field's second column
+    # The first of BLANK_RUN blank rows after which the file was not read further.
+    stopped_at: int | None = None
 
     def has(self, name: str) -> bool:
         return name in self.fields
+
+
+class GridRow(NamedTuple):
+    """A non-blank row as the file holds it, numbered as the spreadsheet shows it."""
+
+    number: int
+    cells: list[CellValue]
+    # Cells (by index) whose value a merged range filled: not the row's own.
+    inherited: frozenset[int] = frozenset()
+    # Not a row: reading stopped here after BLANK_RUN blank rows (number is the first).
+    end: bool = False
+
+
+Grid = Iterator[GridRow]
+Required = Sequence[str | tuple[str, ...]]
 
 
 def clean_header(text: object) -> str:
@@ -111,8 +156,8 @@ def clean_text(value: object) -> str:
 
 
 def read_table_file(
-    path: Path, columns: Sequence[Column], *,
-    required: Sequence[str | tuple[str, ...]] = (), sheet: str | None = None,
+    path: Path, columns: Sequence[Column], *, required: Required = (),
+    sheet: str | None = None,
 ) -> Table:
     try:
         data = path.read_bytes()
@@ -123,31 +168,69 @@ def read_table_file(
     return read_table(data, path.name, columns, required=required, sheet=sheet)
 
 
+def header_lookup(columns: Sequence[Column]) -> dict[str, str]:
+    """Cleaned header → field, for every alias and every field's own name."""
+    lookup = {clean_header(alias): col.field for col in columns for alias in col.aliases}
+    lookup.update({clean_header(col.field): col.field for col in columns})
+    return lookup
+
+
+def header_rank(
+    cells: Sequence[CellValue], lookup: Mapping[str, str], required: Required = ()
+) -> tuple[bool, int, int]:
+    """How well a row serves as the header: (every required column named, how many
+    required columns are named, how many known fields are named). A row naming no known
+    field is no header at all (its rank's last number is 0)."""
+    found = {lookup.get(clean_header(c)) for c in cells if c is not None} - {None}
+    met = sum(1 for need in required
+              if any(n in found for n in (need if isinstance(need, tuple) else (need,))))
+    return met == len(required), met, len(found)
+
+
+def best_header(
+    rows: Sequence[Sequence[CellValue]], lookup: Mapping[str, str], required: Required = ()
+) -> int | None:
+    """The index of the row that names the most known columns, the required ones first;
+    the earliest of equals; None when no row names any."""
+    best, best_rank = None, (False, 0, 0)
+    for index, cells in enumerate(rows):
+        rank = header_rank(cells, lookup, required)
+        if rank[2] and rank > best_rank:
+            best, best_rank = index, rank
+    return best
+
+
 def read_table(
     data: bytes, filename: str, columns: Sequence[Column], *,
-    required: Sequence[str | tuple[str, ...]] = (), sheet: str | None = None,
-    max_rows: int = MAX_ROWS,
+    required: Required = (), sheet: str | None = None, max_rows: int = MAX_ROWS,
 ) -> Table:
     """Read a csv or xlsx file into rows keyed by field; blank rows are skipped.
 
     `required` names fields whose column must be present; a tuple means one of them. The
-    header is found and checked before any row below it is read, and a file with more
-    than `max_rows` rows below its header is refused as it is read.
+    header is the row among the first HEADER_SEARCH_ROWS that names the most known
+    columns (the required ones first); it is checked before any row below it is read,
+    and a file with more than `max_rows` rows below its header is refused as it is read.
+    A row whose known columns hold only values a merged range filled is blank.
     Raises TableError when the file cannot be read as a table.
     """
-    lookup = {clean_header(alias): col.field for col in columns for alias in col.aliases}
-    lookup.update({clean_header(col.field): col.field for col in columns})
-    with closing(iter_grid(data, filename, sheet=sheet, header_names=lookup)) as grid:
-        top: list[tuple[int, list[CellValue]]] = []
+    lookup = header_lookup(columns)
+    with closing(iter_grid(data, filename, sheet=sheet, header=lookup,
+                           required=required)) as grid:
+        top: list[GridRow] = []
+        stopped_at = None
         for entry in grid:
+            if entry.end:
+                stopped_at = entry.number
+                break
             top.append(entry)
-            if _is_header(entry[1], lookup) or len(top) >= HEADER_SEARCH_ROWS:
+            if len(top) >= HEADER_SEARCH_ROWS:
                 break
         if not top:
             raise TableError(T_UNREADABLE.format(why=T_EMPTY_FILE))
-        if not _is_header(top[-1][1], lookup):
+        at = best_header([entry.cells for entry in top], lookup, required)
+        if at is None:
             raise TableError(T_UNREADABLE.format(why=T_NO_HEADER.format(n=HEADER_SEARCH_ROWS)))
-        number, header = top[-1]
+        number, header = top[at].number, top[at].cells
         positions, ignored, repeated = _header_positions(header, lookup, columns)
         titles = {col.field: col.title for col in columns}
         missing = [
@@ -158,22 +241,25 @@ def read_table(
         if missing:
             raise TableError(T_MISSING.format(names="、".join(missing)))
         rows = []
-        for row_number, cells in grid:
-            if row_number - number > max_rows:
+        for entry in chain(top[at + 1:], grid):
+            if entry.end:
+                stopped_at = entry.number
+                break
+            if entry.number - number > max_rows:
                 raise TableError(T_TOO_MANY_ROWS.format(limit=f"{max_rows:,}",
-                                                        row=row_number))
+                                                        row=entry.number))
+            cells = entry.cells
             values = {
                 name: cells[index] if index < len(cells) else None
                 for name, index in positions.items()
             }
-            if all(v is None for v in values.values()):
-                continue  # a blank row (or one with only unknown columns filled) is not a row
-            rows.append(TableRow(row_number, values))
-    return Table(number, list(positions), rows, ignored, repeated)
-
-
-def _is_header(cells: list[CellValue], lookup: Mapping[str, str]) -> bool:
-    return any(c is not None and clean_header(c) in lookup for c in cells)
+            if all(v is None or positions[name] in entry.inherited
+                   for name, v in values.items()):
+                # Blank: nothing filled, or only unknown columns, or only values a merged
+                # range carried down into a row that has none of its own.
+                continue
+            rows.append(TableRow(entry.number, values))
+    return Table(number, list(positions), rows, ignored, repeated, stopped_at)
 
 
 def _header_positions(
@@ -200,28 +286,28 @@ def _header_positions(
     return positions, ignored, repeated
 
 
-Grid = Iterator[tuple[int, list[CellValue]]]
-
-
 def read_grid(
     data: bytes, filename: str, *, sheet: str | None = None,
-    header_names: Collection[str] = (),
-) -> list[tuple[int, list[CellValue]]]:
+    header: Mapping[str, str] | None = None, required: Required = (),
+) -> list[GridRow]:
     """Every non-blank row with its spreadsheet row number (all of iter_grid)."""
-    with closing(iter_grid(data, filename, sheet=sheet, header_names=header_names)) as rows:
-        return list(rows)
+    with closing(iter_grid(data, filename, sheet=sheet, header=header,
+                           required=required)) as rows:
+        return [row for row in rows if not row.end]
 
 
 def iter_grid(
     data: bytes, filename: str, *, sheet: str | None = None,
-    header_names: Collection[str] = (),
+    header: Mapping[str, str] | None = None, required: Required = (),
 ) -> Grid:
-    """Every non-blank row with its spreadsheet row number, cells as the file holds them,
-    read as it is needed.
+    """Every non-blank row with its spreadsheet row number, cells as the file holds them
+    (at most MAX_CELL_CHARS characters each), read as it is needed; after BLANK_RUN blank
+    rows in a row, one last GridRow with `end` set, and nothing more.
 
-    Without `sheet`, a workbook is read from its first sheet whose top rows hold one of
-    `header_names` (cleaned headers) with rows below them, else the first with such a
-    header, else its first sheet.
+    Without `sheet`, a workbook is read from its visible sheet whose header (by `header`,
+    cleaned header → field, and `required`) is complete and has rows below it, else the
+    best of the rest (header_rank), else its first visible sheet; a hidden sheet is read
+    only when named.
     """
     ext = Path(filename).suffix.lower()
     if ext == ".xls":
@@ -229,8 +315,12 @@ def iter_grid(
     if data.startswith(_CFB_MAGIC):
         raise TableError(T_UNREADABLE.format(why=T_ENCRYPTED))
     if ext in XLSX_EXTENSIONS:
-        yield from _xlsx_grid(data, sheet, header_names)
+        yield from _xlsx_grid(data, sheet, header or {}, required)
     elif ext in CSV_EXTENSIONS:
+        if data.startswith(_ZIP_MAGIC):
+            raise TableError(T_UNREADABLE.format(why=T_XLSX_AS_CSV.format(ext=ext)))
+        if sheet is not None:
+            raise TableError(T_UNREADABLE.format(why=T_SHEET_IN_CSV.format(name=sheet)))
         yield from _csv_grid(data)
     else:
         raise TableError(T_UNREADABLE.format(why=T_UNKNOWN_FORMAT.format(ext=ext or filename)))
@@ -287,54 +377,151 @@ def _csv_grid(data: bytes) -> Grid:
         raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
     # Excel shows one record as one row, even when a quoted cell holds a line break.
-    number = 0
+    number = blank = 0
     while True:
         try:
             record = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise TableError(T_UNREADABLE.format(why=str(exc))) from None
+            why = str(exc)
+            if "field larger than field limit" in why:  # the csv module's own cap
+                why = T_CSV_CELL.format(row=number + 1, limit=f"{csv.field_size_limit():,}")
+            raise TableError(T_UNREADABLE.format(why=why)) from None
         number += 1
         cells: list[CellValue] = [_csv_cell(c) for c in record[:MAX_COLUMNS]]
         if any(c is not None for c in cells):
-            yield number, cells
+            blank = 0
+            yield GridRow(number, cells)
+        else:
+            blank += 1
+            if blank >= BLANK_RUN:
+                yield GridRow(number - blank + 1, [], end=True)
+                return
 
 
 def _csv_cell(text: str) -> str | None:
-    text = text.strip(_TRIM)
+    text = text[:MAX_CELL_CHARS + 64].strip(_TRIM)[:MAX_CELL_CHARS]
     return text or None
 
 
 # --- xlsx --------------------------------------------------------------------------
 
 
-def _xlsx_grid(data: bytes, sheet: str | None, header_names: Collection[str] = ()) -> Grid:
-    from openpyxl import load_workbook
+def check_archive(archive: zipfile.ZipFile) -> None:
+    """Refuse a workbook whose parts would inflate too far, before any part is read.
 
+    The sizes are the archive's own claims; zipfile stops each part at its claimed size.
+    """
+    total = 0
+    for item in archive.infolist():
+        total += item.file_size
+        if item.file_size > RATIO_FLOOR and \
+                item.file_size > MAX_RATIO * max(1, item.compress_size):
+            ratio = item.file_size // max(1, item.compress_size)
+            raise TableError(T_UNREADABLE.format(
+                why=T_ZIP_BOMB.format(part=item.filename, ratio=f"{ratio:,}")))
+    if total > MAX_UNCOMPRESSED:
+        raise TableError(T_UNREADABLE.format(
+            why=T_TOO_BIG.format(mb=MAX_UNCOMPRESSED // (1024 * 1024))))
+
+
+def shared_strings(source: IO[bytes], limit: int = MAX_CELL_CHARS) -> list[str]:
+    """A workbook's shared strings, each cut at `limit` characters while it is read.
+
+    openpyxl builds every string whole (one cell of 200 MB is 200 MB, several times
+    over); expat hands the text over in pieces, and past the limit they are dropped.
+    The text is what openpyxl reads: the plain <t> and the rich-text runs' <t>, without
+    the phonetic guides (<rPh>).
+    """
+    strings: list[str] = []
+    pieces: list[str] = []
+    size = 0
+    depth = {"si": 0, "rPh": 0, "t": 0}
+
+    def start(name: str, _attrs: object) -> None:
+        nonlocal size
+        local = name.rpartition("}")[2]
+        if local in depth:
+            depth[local] += 1
+        if local == "si":
+            pieces.clear()
+            size = 0
+
+    def end(name: str) -> None:
+        local = name.rpartition("}")[2]
+        if local in depth:
+            depth[local] -= 1
+        if local == "si":
+            strings.append("".join(pieces).replace("x005F_", "")[:limit])
+
+    def text(data: str) -> None:
+        nonlocal size
+        if depth["t"] and depth["si"] and not depth["rPh"] and size <= limit:
+            pieces.append(data[:limit + 1 - size])
+            size += len(pieces[-1])
+
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.ParseFile(source)
+    return strings
+
+
+def _open_workbook(data: bytes):  # noqa: ANN202 - openpyxl's Workbook, untyped
+    """The workbook in read-only mode, its shared strings read by shared_strings."""
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.xml.constants import SHARED_STRINGS
+
+    class Reader(ExcelReader):
+        def read_strings(self) -> None:
+            part = self.package.find(SHARED_STRINGS)
+            if part is not None:
+                with self.archive.open(part.PartName[1:]) as source:
+                    self.shared_strings = shared_strings(source)
+
+    reader = Reader(io.BytesIO(data), read_only=True, data_only=True)
+    reader.read()
+    return reader.wb
+
+
+def _xlsx_grid(
+    data: bytes, sheet: str | None, header: Mapping[str, str], required: Required
+) -> Grid:
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise TableError(T_UNREADABLE.format(why=T_BAD_XLSX))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_archive(archive)
+    except zipfile.BadZipFile:
+        raise TableError(T_UNREADABLE.format(why=T_BAD_XLSX)) from None
     # Read-only mode streams the sheet's XML: 50,000 rows of 15 cells in a few seconds and
     # without the whole sheet in memory (a full load took about 14 s and 150 MB).
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles it drops
-            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            book = _open_workbook(data)
+    except TableError:
+        raise
     except Exception as exc:  # a broken archive raises many kinds; all mean "unreadable"
         why = f"{T_BAD_XLSX}（{type(exc).__name__}）"
         raise TableError(T_UNREADABLE.format(why=why)) from None
     try:
         sheets = [ws for ws in book.worksheets if hasattr(ws, "iter_rows")]
+        # Hidden sheets hold lookup lists and old versions: read only when named.
+        visible = [ws for ws in sheets if ws.sheet_state == "visible"] or sheets
         if sheet is not None:
             if sheet not in book.sheetnames:
                 names = "、".join(book.sheetnames)
                 raise TableError(T_UNREADABLE.format(why=T_NO_SHEET.format(name=sheet,
                                                                             names=names)))
             worksheet = book[sheet]
-        elif not sheets:
+        elif not visible:
             raise TableError(T_UNREADABLE.format(why=T_EMPTY_FILE))
         else:
-            worksheet = _sheet_with_header(sheets, header_names)
+            worksheet = _sheet_with_header(visible, header, required)
         yield from _worksheet_grid(book, worksheet)
     except TableError:
         raise
@@ -345,33 +532,36 @@ def _xlsx_grid(data: bytes, sheet: str | None, header_names: Collection[str] = (
         book.close()
 
 
-def _sheet_with_header(sheets: list, header_names: Collection[str]):  # noqa: ANN001, ANN201
-    """The first sheet with a known header in its top rows and a row below it; else the
-    first with the header alone (an empty template sheet); else the first sheet."""
-    if len(sheets) == 1 or not header_names:
+def _sheet_with_header(  # noqa: ANN201 - openpyxl's worksheets are untyped
+    sheets: list, header: Mapping[str, str], required: Required  # noqa: ANN001
+):
+    """The sheet whose best header row (best_header) is complete and has a row below
+    it; else the one whose header comes nearest to that (an empty template sheet before
+    a sheet of instructions that names the columns one a row); else the first sheet."""
+    if len(sheets) == 1 or not header:
         return sheets[0]
-    header_only = None
+    best, best_key = sheets[0], None
     for worksheet in sheets:
         worksheet.reset_dimensions()
-        rows = worksheet.iter_rows(max_row=2 * HEADER_SEARCH_ROWS, values_only=True)
-        seen_header = False
-        for values in rows:
-            filled = any(v is not None and str(v).strip(_TRIM) for v in values)
-            if seen_header and filled:
-                return worksheet
-            if not seen_header and any(v is not None and clean_header(v) in header_names
-                                       for v in values):
-                seen_header = True
-        if seen_header and header_only is None:
-            header_only = worksheet
-    return header_only if header_only is not None else sheets[0]
+        rows = [list(values[:MAX_COLUMNS]) for values in
+                worksheet.iter_rows(max_row=2 * HEADER_SEARCH_ROWS, values_only=True)]
+        rows = [r for r in rows if any(xlsx_cell(v) is not None for v in r)]
+        at = best_header(rows[:HEADER_SEARCH_ROWS], header, required)
+        if at is None:
+            continue
+        complete, met, known = header_rank(rows[at], header, required)
+        key = (complete, len(rows) > at + 1, met, known)
+        if best_key is None or key > best_key:
+            best, best_key = worksheet, key
+    return best
 
 
 _MERGE_REF = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Za-z]+\d+):([A-Za-z]+\d+)"')
 
 
 def merged_ranges(book, worksheet) -> list[tuple[int, int, int, int]]:  # noqa: ANN001
-    """(min_row, min_col, max_row, max_col) of every merged range of a read-only sheet.
+    """(min_row, min_col, max_row, max_col) of every merged range of a read-only sheet
+    (the first MAX_MERGED of them).
 
     Read-only mode does not parse <mergeCells>, which follows the rows in the sheet's XML;
     scanning the part's bytes for them costs milliseconds.
@@ -382,7 +572,7 @@ def merged_ranges(book, worksheet) -> list[tuple[int, int, int, int]]:  # noqa: 
     found: list[tuple[int, int, int, int]] = []
     tail = b""
     with book._archive.open(worksheet._worksheet_path) as part:
-        while chunk := part.read(1 << 20):
+        while len(found) < MAX_MERGED and (chunk := part.read(1 << 20)):
             text = tail + chunk
             for match in _MERGE_REF.finditer(text):
                 (c1, r1), (c2, r2) = (coordinate_from_string(m.decode())
@@ -391,15 +581,16 @@ def merged_ranges(book, worksheet) -> list[tuple[int, int, int, int]]:  # noqa: 
                               column_index_from_string(c2)))
             cut = text.rfind(b"<")
             tail = text[cut:] if cut >= 0 and b">" not in text[cut:] else b""
-    return found
+    return found[:MAX_MERGED]
 
 
 def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
     """The sheet's rows, at most MAX_COLUMNS cells each, merged ranges filled.
 
-    A merged range shows its top-left value in every cell: exactly those cells are filled.
-    Ranges are followed row by row (sorted by their first row), so a range covering a
-    million rows costs nothing until those rows are read.
+    A merged range shows its top-left value in every cell: exactly those cells are filled,
+    and marked as inherited; a row with no value of its own is blank. Ranges are followed
+    row by row (sorted by their first row), so a range covering a million rows costs
+    nothing until those rows are read. Reading stops after BLANK_RUN blank rows.
     """
     ranges = sorted(
         (r1, c1, r2, min(c2, MAX_COLUMNS)) for r1, c1, r2, c2 in merged_ranges(book, worksheet)
@@ -408,9 +599,11 @@ def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
     pending = 0  # ranges[:pending] have begun
     active: list[tuple[int, int, int, int]] = []
     top_left: dict[tuple[int, int], object] = {}
+    blank = 0
     worksheet.reset_dimensions()  # the stored dimension may be wrong: read every row
     for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
         values = list(values[:MAX_COLUMNS])
+        inherited: set[int] = set()
         while pending < len(ranges) and ranges[pending][0] <= number:
             active.append(ranges[pending])
             pending += 1
@@ -424,9 +617,16 @@ def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
                 for col in range(c1, c2 + 1):
                     if (number, col) != (r1, c1):
                         values[col - 1] = top_left.get((r1, c1))
+                        inherited.add(col - 1)
         cells = [xlsx_cell(value) for value in values]
-        if any(c is not None for c in cells):
-            yield number, cells
+        if any(c is not None for i, c in enumerate(cells) if i not in inherited):
+            blank = 0
+            yield GridRow(number, cells, frozenset(inherited))
+        else:
+            blank += 1
+            if blank >= BLANK_RUN:
+                yield GridRow(number - blank + 1, [], end=True)
+                return
 
 
 def xlsx_cell(value: object) -> CellValue:
@@ -461,15 +661,16 @@ def cell_text(value: CellValue) -> str | None:
     return text or None
 
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d+", re.ASCII)
 # Written out in digits: "1e2" in a text cell is no whole number anyone typed on purpose.
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
 
 def whole_number(value: CellValue, *, limit: int = 1_000_000) -> int | None:
     """A whole number ≥ 0, or None for an empty cell; anything else raises CellError.
 
-    "-", "—", a negative number, a fraction or words are refused, never guessed.
+    "-", "—", a negative number, "-0", a fraction or words are refused, never guessed;
+    digits are ASCII or full-width (３), not ² or other scripts' digits.
     """
     if value is None:
         return None
@@ -477,7 +678,10 @@ def whole_number(value: CellValue, *, limit: int = 1_000_000) -> int | None:
         raise CellError(T_WHOLE)
     if isinstance(value, int | float):
         return _checked(value, limit)
-    text = unicodedata.normalize("NFKC", str(value)).strip()
+    if any(ch.isnumeric() and not ("0" <= ch <= "9" or "０" <= ch <= "９")
+           for ch in str(value)):
+        raise CellError(T_WHOLE)  # NFKC would make ² a 2
+    text = unicodedata.normalize("NFKC", str(value)).strip(_TRIM)
     if not text:
         return None
     if text.casefold() in PLACEHOLDERS:
@@ -485,7 +689,10 @@ def whole_number(value: CellValue, *, limit: int = 1_000_000) -> int | None:
     if _DIGITS.fullmatch(text):
         return _checked(int(text), limit)
     if _NUMBER.fullmatch(text):
-        return _checked(float(text), limit)
+        number = float(text)
+        if number == 0 and text.startswith("-"):
+            raise CellError(T_WHOLE)
+        return _checked(number, limit)
     raise CellError(T_WHOLE)
 
 

@@ -21,10 +21,14 @@ log = logging.getLogger(__name__)
 async def sweep_once(rt: Runtime) -> tuple[int, int]:
     """One pass; returns (offers expired, queued leads offered). The SLA misses and pool
     returns are routed on the spot and logged."""
+    from bot.uploads import clean_spool
+    from handlers.import_chat import finish_interrupted
     from handlers.lead_import import purge_imports, resume_imports
 
     await resume_imports(rt)
+    await finish_interrupted(rt)
     await purge_imports(rt)
+    await clean_spool(rt)
     expired = await expire_offers(rt)
     missed = await miss_sla(rt)
     pooled = await return_to_pool(rt)

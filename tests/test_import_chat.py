@@ -133,10 +133,21 @@ def test_the_card_shows_counts_first_reasons_the_download_and_both_buttons():
         ("问题明细", "下载 xlsx")]
     assert card.fields[-1].url.endswith("/rejected.xlsx")
     assert card.description.splitlines() == [
-        "第5行 电话：不是有效的手机号", "第5行 员工数：应为不小于0的整数", "第8行：空行",
+        "第5行 手机号：不是有效的手机号", "第5行 员工数：应为不小于0的整数", "第8行：空行",
         "第9行 与第3行重复", "……另有 2 条，见问题明细"]
     assert [(b.label, b.key) for b in card.buttons] == [
         ("导入有效的 20000 行", "import:9"), ("取消", "cancel:9")]
+
+
+def test_the_card_names_each_field_as_the_template_does():
+    if not HAS_CORE:
+        pytest.skip("the template comes from the import core")
+    from handlers.lead_import import HEADERS
+
+    assert import_chat.FIELD_NAMES == HEADERS  # 手机号, not 电话
+    report = _Report(4, 1, warnings=[{"row": 9, "field": None,
+                                      "message": "从这一行起连续 10,000 行是空行"}])
+    assert problem_lines(report) == ["第9行：从这一行起连续 10,000 行是空行（仅提醒）"]
 
 
 def test_a_file_without_a_valid_row_gets_a_card_without_buttons():
@@ -283,7 +294,7 @@ async def test_a_rep_imports_a_file_and_the_card_follows_it_to_the_end(platform)
     import_id = import_id_of(card)
     assert card.title == "导入检查：展会名单.csv" and card.status is None
     assert card.keys == [f"import:{import_id}", f"cancel:{import_id}"]
-    assert "第3行 电话：" in card.body and "第5行 与第2行重复" in card.body
+    assert "第3行 手机号：" in card.body and "第5行 与第2行重复" in card.body
     assert await leads_written(rt) == 0
 
     # The rejected rows come back as an xlsx, to the importer only.
@@ -299,6 +310,42 @@ async def test_a_rep_imports_a_file_and_the_card_follows_it_to_the_end(platform)
     assert platform.texts("王芳")[-1].startswith("导入完成：写入 2 条，")
     assert await leads_written(rt) == 2
     assert (await import_of(rt, import_id)).state == "published"
+
+
+async def until(find: Any, seconds: float = 30.0) -> Any:
+    """What `find` returns once it returns something, polled while the loop runs."""
+    for _ in range(int(seconds / 0.02)):
+        if (found := find()) is not None:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError("it never came")
+
+
+@core
+async def test_a_worker_whose_server_stops_listening_finishes_tells_the_member_and_ends(
+    platform,
+):
+    import multiprocessing
+
+    rt = platform.rt
+    card = await checked_card(platform, "王芳")
+    import_id = import_id_of(card)
+    await platform.click("王芳", card, f"import:{import_id}")
+    await Chat(rt).settle()  # the click is handled: the publish starts in a worker
+    name = f"import-publish-{import_id}"
+    task = await until(lambda: next((t for t in rt.tasks if t.get_name() == name), None))
+    worker = await until(lambda: next(iter(multiprocessing.active_children()), None))
+    # The server stops listening, as a server killed with kill -9 does: its end of the
+    # pipe is closed while the worker is still starting.
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(worker.join, 120)
+    assert (worker.is_alive(), worker.exitcode) == (False, 0)  # it ended by itself
+    assert await leads_written(rt) == 2
+    await settle(rt)  # the server's outbox delivers what the worker queued
+    [card] = platform.cards("王芳")
+    assert card.status == "王芳 已于 12-02 10:00 导入 2 条" and card.keys == []
+    assert platform.texts("王芳")[-1].startswith("导入完成：写入 2 条，")
 
 
 @core
@@ -570,7 +617,7 @@ async def test_a_file_without_a_valid_row_is_closed_at_once(platform):
     await settle(platform.rt)
     [card] = platform.cards("王芳")
     assert card.keys == [] and card.status == "没有可以导入的行，请修改文件后重新发送"
-    assert "第2行 电话：" in card.body
+    assert "第2行 手机号：" in card.body
     async with platform.rt.sessions() as session:
         [state] = (await session.scalars(select(LeadImport.state))).all()
     assert state == "cancelled" and await leads_written(platform.rt) == 0
@@ -582,3 +629,185 @@ async def test_a_file_without_a_valid_row_is_closed_at_once(platform):
     book = load_workbook(io.BytesIO(await response.read()))
     assert [list(r)[:4] for r in book.active.iter_rows(min_row=2, values_only=True)] == \
         [[2, "示例科技五号", "张五", "12345"]]
+
+
+# ---- imports a crash or a wait left behind (the core, in process) ---------------------------
+
+
+async def checked_in_chat(chat: Any, name: str, data: bytes = SMALL_CSV,
+                          filename: str = "名单.csv") -> tuple[int, int]:
+    """`data` checked for `name` as the chat does it: (the import, its card)."""
+    from handlers.lead_import import ImportOptions, check_import
+
+    async with chat.rt.sessions() as session:
+        member = await session.scalar(select(Member).where(Member.name == name))
+    report = await check_import(chat.rt, data, filename, ImportOptions(), actor=member,
+                                origin="chat")
+    await import_chat.check_done(chat.rt, member.id, report, filename, None)
+    await chat.settle()
+    [sent] = [m for m in await chat.inbox(name) if m.card is not None]
+    return report.import_id, sent.card_id
+
+
+@core
+async def test_a_second_check_of_a_file_already_imported_says_its_rows_were_taken(chat):
+    from handlers.lead_import import publish_import
+
+    await chat.add_members({"name": "王芳"})
+    first, _ = await checked_in_chat(chat, "王芳")
+    second, card_id = await checked_in_chat(chat, "王芳")  # the same file, checked twice
+    await publish_import(chat.rt, first, actor=None, skip_invalid=True)
+    report = await publish_import(chat.rt, second, actor=None, skip_invalid=True)
+    assert report.written == 0
+    async with chat.rt.sessions() as session:
+        wang = await session.scalar(select(Member).where(Member.name == "王芳"))
+    await import_chat.publish_done(chat.rt, second, wang.id, None, report)
+    await chat.settle()
+    assert [m.text for m in await chat.inbox("王芳")][-1] == (
+        "导入完成：没有写入新线索。有效的 2 行在检查之后已有人录入为线索"
+        "（比如同一文件的另一次导入），都算作重复。")
+    card = await chat.card(card_id)
+    assert card.buttons == [] and card.status == "王芳 已于 12-02 10:00 确认导入，均已重复，未写入"
+
+
+@core
+async def test_a_check_nobody_confirms_for_a_day_has_its_card_closed(chat):
+    from handlers import lead_import
+
+    await chat.add_members({"name": "王芳"})
+    import_id, card_id = await checked_in_chat(chat, "王芳")
+    chat.rt.clock.advance(hours=24, minutes=1)
+    assert await lead_import.purge_imports(chat.rt) == 1
+    assert (await import_of(chat.rt, import_id)).state == "cancelled"
+    card = await chat.card(card_id)
+    assert card.buttons == [] and card.status == "24 小时内没有确认，已于 12-03 10:01 自动取消"
+
+
+@core
+async def test_a_check_killed_mid_way_is_dropped_with_its_rows_and_the_member_told(
+    chat, monkeypatch,
+):
+    from handlers import lead_import
+    from handlers.assignment import IMPORT_LEASE
+    from handlers.lead_import import ImportOptions, check_import
+    from storage.models import LeadImportRow
+
+    members = await chat.add_members({"name": "王芳"})
+    monkeypatch.setattr(lead_import, "CHUNK", 2)
+
+    async def killed(done: int, total: int) -> None:  # kill -9 after the first chunk
+        raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        await check_import(chat.rt, big_csv(5), "名单.csv", ImportOptions(),
+                           actor=members["王芳"], origin="chat", progress=killed)
+    [imp] = await all_imports(chat.rt)
+    assert imp.state == "checking" and await staged_rows(chat.rt) == 2  # names, phones
+    chat.rt.clock.advance(seconds=IMPORT_LEASE.total_seconds() - 60)
+    assert await lead_import.purge_imports(chat.rt) == 0  # it may still be at work
+    chat.rt.clock.advance(seconds=120)
+    assert await lead_import.purge_imports(chat.rt) == 1
+    assert (await import_of(chat.rt, imp.id)).state == "failed"
+    assert await staged_rows(chat.rt) == 0
+    await chat.settle()
+    assert [m.text for m in await chat.inbox("王芳")] == [
+        "检查「名单.csv」时服务中断了，没有导入任何线索。请重新发送文件。"]
+    assert await lead_import.purge_imports(chat.rt) == 0
+    async with chat.rt.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LeadImportRow)) == 0
+
+
+async def all_imports(rt: Any) -> list[LeadImport]:
+    async with rt.sessions() as session:
+        return list((await session.scalars(select(LeadImport).order_by(LeadImport.id))).all())
+
+
+async def staged_rows(rt: Any) -> int:
+    from storage.models import LeadImportRow
+
+    async with rt.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(LeadImportRow))
+
+
+@core
+async def test_an_import_published_while_the_server_was_down_gets_its_card_closed(chat):
+    from handlers.lead_import import publish_import
+    from scheduler.sweeps import sweep_once
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    import_id, card_id = await checked_in_chat(chat, "王芳")
+    # The worker published; its server was killed before it could say so.
+    await publish_import(chat.rt, import_id, actor=None, skip_invalid=True)
+    await sweep_once(chat.rt)  # so soon, its own server may still be about to say it
+    await chat.settle()
+    assert (await chat.card(card_id)).buttons != []
+    chat.rt.clock.advance(minutes=3)
+    await sweep_once(chat.rt)
+    await chat.settle()
+    card = await chat.card(card_id)
+    assert card.buttons == [] and card.status == "王芳 已于 12-02 10:00 导入 2 条"
+    texts = [m.text for m in await chat.inbox("王芳") if m.card is None]
+    assert texts[-1].startswith("导入完成：写入 2 条，已分配给 ")
+    await sweep_once(chat.rt)  # once only
+    await chat.settle()
+    assert [m for m in await chat.inbox("王芳") if m.card is None] == []
+
+
+# ---- uploads wait on disk, one at a time -----------------------------------------------------
+
+
+async def test_an_upload_waits_on_disk_and_a_second_one_waits_for_the_first(
+    page_bot, monkeypatch, tmp_path,
+):
+    monkeypatch.setattr(uploads, "SPOOL_DIR", tmp_path / "spool")
+    monkeypatch.setattr(uploads, "PAGE_WAIT_SECONDS", 0.1)
+    link = await link_for(page_bot, "王芳")
+    release = asyncio.Event()
+    seen: list[tuple[Path, bytes]] = []
+
+    async def slow_check(rt, member_id, source, filename, channel):  # noqa: ANN001, ANN202
+        seen.append((source, source.read_bytes()))
+        await release.wait()
+        source.unlink()
+        return import_chat.Checked(report=_Report(7, 2))
+
+    monkeypatch.setattr(import_chat, "check_and_report", slow_check)
+    # The tester's burst through one link: one is taken, the rest are told to wait.
+    answers = await asyncio.gather(*(post_file(page_bot.bot, link, f"{n}.csv", SMALL_CSV)
+                                     for n in range(4)))
+    assert sorted(status for status, _ in answers) == [200, 429, 429, 429]
+    assert all("您上传的上一个文件还在检查" in text for status, text in answers if status == 429)
+    [(spooled, data)] = seen
+    assert (spooled.parent, data) == (tmp_path / "spool", SMALL_CSV)  # on disk, not in memory
+    release.set()
+    await settle(page_bot.rt)
+    assert list((tmp_path / "spool").iterdir()) == []
+    status, page = await post_file(page_bot.bot, link, "again.csv", SMALL_CSV)
+    assert status == 200 and "已检查「again.csv」：可导入 2 行" in page  # the next is taken
+    release.set()
+    await settle(page_bot.rt)
+
+
+async def test_an_upload_over_the_limit_leaves_nothing_on_disk(page_bot, monkeypatch, tmp_path):
+    monkeypatch.setattr(uploads, "SPOOL_DIR", tmp_path / "spool")
+    link = await link_for(page_bot, "王芳")
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(uploads, "MULTIPART_SLACK", 10**6)  # past the header: while reading
+    status, _ = await post_file(page_bot.bot, link, "big.csv", big_csv(200))
+    assert status == 413 and list((tmp_path / "spool").iterdir()) == []
+    status, _ = await post_file(page_bot.bot, link, "small.csv", b"")  # and it may try again
+    assert status == 400
+
+
+async def test_the_sweep_clears_uploads_a_crash_left_on_disk(monkeypatch, tmp_path):
+    import os
+    import time
+
+    monkeypatch.setattr(uploads, "SPOOL_DIR", tmp_path)
+    old, fresh = tmp_path / "upload-old.xlsx", tmp_path / "upload-new.csv"
+    old.write_bytes(b"PK")
+    fresh.write_bytes(b"a,b")
+    day_ago = time.time() - uploads.SPOOL_KEEP.total_seconds() - 60
+    os.utime(old, (day_ago, day_ago))
+    assert await uploads.clean_spool(None) == 1
+    assert list(tmp_path.iterdir()) == [fresh]

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 import handlers.lead_import as lead_import
 from bot.runtime import Runtime
+from handlers import tabular
 from handlers.intake import LeadInput, create_lead
 from handlers.lead_import import (
     ImportError,
@@ -31,7 +32,7 @@ from handlers.lead_import import (
     stored_rejected_rows,
     template_bytes,
 )
-from handlers.tabular import CellError, TableRow
+from handlers.tabular import CellError, TableRow, read_table
 from storage.models import (
     Customer,
     Lead,
@@ -42,6 +43,7 @@ from storage.models import (
     Outgoing,
 )
 from tests.harness import WORKDAY_MORNING, FrozenClock
+from tests.test_tabular import note_sheet, with_empty_rows
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SALESBOT = Path(sys.executable).with_name("salesbot")
@@ -193,14 +195,29 @@ def test_a_mobile_in_the_second_phone_column_is_the_phone_when_there_is_none():
     checked = one({"landline": "138 0000 1234"})
     assert (checked.refusals, checked.lead["phone"], checked.lead["landline"]) == \
         ([], "13800001234", None)
-    assert one({"phone": 13900000000, "landline": "13800001234"}).refusals == \
-        [("landline", "应为带区号的座机号，这是手机号")]
+
+
+def test_two_mobiles_in_one_row_keep_the_first_as_the_phone_and_the_second_in_the_note():
+    # 手机 and 电话 side by side, both mobiles (电话 fills the landline column).
+    table = read_table(csv_bytes([[*row("深圳示例科技有限公司", "13300001111"), "13300002222"]],
+                                 [*HEADER, "电话"]), "a.csv", lead_import.COLUMNS)
+    checked = check_row(table.rows[0], rules())
+    assert checked.refusals == []
+    assert (checked.lead["phone"], checked.lead["landline"]) == ("13300001111", None)
+    assert checked.lead["note"] == "另一个手机号：13300002222"
+    assert checked.warnings == [("landline", "第二个手机号，已记入备注")]
+    # A bad first number still rejects the row: the second one is no landline either.
+    assert one({"phone": "12345", "landline": "13800001234"}).refusals == [
+        ("phone", "不是有效的手机号或带区号的座机号"),
+        ("landline", "应为带区号的座机号，这是手机号")]
 
 
 @pytest.mark.parametrize("cell, reason", [
     ("010-1234567", "不是有效的手机号或带区号的座机号"),  # Beijing numbers have 8 digits
     ("12345", "不是有效的手机号或带区号的座机号"),  # no mobile message for 5 digits
     ("1380000123", "手机号应为11位，这里是10位"),
+    ("12800002011", "不是有效的手机号段（第二位应为3–9，这里是2）"),  # 11 digits, no mobile
+    ("13800002010.00", "号码带有小数部分，应为整数"),  # not "13 digits"
 ])
 def test_numbers_that_are_neither_mobile_nor_landline_say_why(cell, reason):
     assert one({"phone": cell}).refusals == [("phone", reason)]
@@ -210,9 +227,66 @@ def test_a_four_digit_area_code_takes_a_seven_digit_number():
     assert one({"landline": "0755-1234567"}).lead["landline"] == "07551234567"
 
 
-def test_a_lost_zero_landline_as_the_only_number_rejects_the_row():
-    checked = one({"landline": 75512345678})
-    assert checked.refusals == [("landline", lead_import.T_LOST_ZERO_ONLY)]
+@pytest.mark.parametrize("cell, digits", [
+    (75512345678, "75512345678"), (2012345678, "2012345678"),
+    (1012345678, "1012345678"),  # Beijing: 010-12345678, not a 10-digit mobile
+    (1012345678.0, "1012345678"), ("1012345678", "1012345678"),
+])
+def test_a_landline_that_lost_its_zero_beside_a_mobile_is_a_warning(cell, digits):
+    checked = one({"phone": 13800000000, "landline": cell})
+    assert (checked.refusals, checked.warnings) == ([], [("landline", "疑似丢失区号前导0")])
+    assert (checked.lead["phone"], checked.lead["landline"]) == ("13800000000", None)
+    assert checked.lead["note"] == f"座机（疑似丢失区号前导0，待核对）：{digits}"
+
+
+def test_a_service_number_of_ten_digits_is_no_lost_zero():
+    checked = one({"phone": 13800000000, "landline": 4001234567})
+    assert (checked.refusals, checked.warnings, checked.lead["landline"]) == \
+        ([], [], "4001234567")
+
+
+def test_a_lost_zero_landline_as_the_only_number_keeps_the_row_with_a_warning():
+    # INTERFACE.md: a warning does not reject the row. Nothing is guessed: the lead has no
+    # number to dial until the rep adds the 0, and the digits wait in its note.
+    checked = one({"landline": 1012345678})
+    assert checked.refusals == []
+    assert checked.warnings == [("landline", "疑似丢失区号前导0，号码已记入备注待核对"
+                                             "（这条线索暂无可拨打的电话）")]
+    assert (checked.lead["phone"], checked.lead["landline"]) == (None, None)
+    assert checked.lead["note"] == "座机（疑似丢失区号前导0，待核对）：1012345678"
+
+
+@pytest.mark.parametrize("code", ["#VALUE!", "#REF!", "#N/A", "#DIV/0!", "#NAME?", "#NULL!",
+                                  "#NUM!"])
+def test_excel_error_values_are_refused_for_their_field_with_the_code(code):
+    checked = one({"phone": code, "employees": f" {code} ", "note": code})
+    reason = f"是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
+    assert checked.refusals == [("phone", reason), ("note", reason), ("employees", reason)]
+
+
+def test_a_company_of_only_a_zero_width_space_is_not_filled():
+    assert one({"company": "\u200b", "phone": 13800000000}).refusals == [("company", "必填")]
+
+
+@pytest.mark.parametrize("cell", ["2024-W01", "2024-W01-1", "2024-001"])
+def test_iso_weeks_and_days_of_the_year_are_no_dates_people_write(cell):
+    with pytest.raises(CellError, match="无法识别的日期"):
+        parse_date(cell, SHANGHAI)
+
+
+def test_a_first_contact_after_tomorrow_is_refused_as_in_the_future():
+    now = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+    latest = lead_import.latest_date(now, SHANGHAI)
+    assert parse_date("2026-12-03 23:59", SHANGHAI, latest) is not None  # a day of slack
+    for cell in ("2026-12-04", "2099-01-01", 73051):  # 73051 is 2099-12-31
+        with pytest.raises(CellError, match="^日期不能晚于今天（2026-12-02）$"):
+            parse_date(cell, SHANGHAI, latest)
+
+
+def test_a_cell_of_megabytes_is_refused_and_its_problem_row_keeps_a_little_of_it():
+    checked = one({"phone": 13800000000, "note": "a" * tabular.MAX_CELL_CHARS})
+    assert checked.refusals == [("note", "不能超过2000个字符")]
+    assert checked.raw["note"] == "a" * 2100 + "…"
 
 
 def test_tags_in_chinese_or_english_and_unknown_ones_refused():
@@ -330,6 +404,16 @@ async def test_c16_excel_numbers_placeholders_serial_dates_and_merged_cells(rt):
         == [date(2024, 1, 1), date(2024, 1, 3)]
     assert {lead.assignee_id for lead in (first, third)} == {reps["张三"].id}
     assert {lead.status for lead in (first, third)} == {"accepted"}
+
+
+async def test_a_sparse_sheet_imports_its_lead_and_says_where_reading_stopped(rt):
+    # The tester's 5.8 MB sheet: one lead, then 1,048,574 formatted empty rows.
+    data = with_empty_rows(xlsx_bytes([row("深圳示例科技有限公司", 13800001234)]),
+                           3, 1_048_576)
+    report = await check(rt, data, "leads.xlsx")
+    assert (report.accepted, report.rejected) == (1, [])
+    assert report.warnings == [{"row": 3, "field": None,
+                                "message": "从这一行起连续 10,000 行是空行，其后的内容没有读取"}]
 
 
 async def test_c16_a_csv_phone_in_scientific_notation_is_refused_never_stored(rt):
@@ -587,6 +671,38 @@ async def test_imported_leads_reach_each_rep_in_one_digest_and_show_in_my_leads(
     assert history == ["new"] * 6 + ["assigned"] * 6
 
 
+async def test_a_rep_named_as_owner_is_told_once_and_owns_the_leads_like_typed_ones(chat):
+    from storage.models import Assignment
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"},
+                           {"name": "李静", "role": "marketing"})
+    header = [*HEADER, "负责人"]
+    rows = [[*row("示例公司甲", "13800000001"), "王芳"],
+            [*row("示例公司乙", "13800000002"), "赵强"],
+            [*row("示例公司丙", "13800000003"), "王芳"]]
+    report = await check_import(chat.rt, csv_bytes(rows, header), "展会名单.csv",
+                                ImportOptions(), actor=None, origin="cli")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    first, second, third = await leads(chat.rt)
+    assert [m.text for m in await chat.inbox("王芳")] == [
+        f"导入给您 2 条线索（#{first.id}、#{third.id}），表中负责人是您，已直接记在您名下；"
+        "发送 /我的线索 查看"]
+    assert [m.text for m in await chat.inbox("赵强")] == [
+        f"导入给您 1 条线索（#{second.id}），表中负责人是您，已直接记在您名下；"
+        "发送 /我的线索 查看"]
+    listing = await chat.say("王芳", "/我的线索")
+    assert listing[0].text.startswith("您的进行中线索（2 条）：")
+    # As a lead a rep types in: accepted by that rep, no engine offer (the engine's
+    # analysis counts only its own offers), its history saying why.
+    assert {(lead.status, lead.accepted_at is not None) for lead in (first, third)} == \
+        {("accepted", True)}
+    async with chat.rt.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Assignment)) == 0
+        reasons = (await session.scalars(select(LeadStatusChange.reason))).all()
+    assert reasons == ["导入（负责人）"] * 3
+
+
 async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(chat):
     from datetime import timedelta
 
@@ -760,18 +876,29 @@ def test_cli_default_and_sheet(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["written"] == 1
 
 
+EMPTY_JSON = {"accepted": 0, "written": 0, "rejected": [], "duplicates": [], "warnings": []}
+
+
 @pytest.mark.parametrize("name, data, message", [
     ("leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64, "不支持旧版 .xls 格式"),
     ("leads.csv", b"\xff\xfe\x00", "无法识别文件的文字编码"),
     ("leads.csv", "备注\n随便\n".encode(), "缺少必需的列"),
+    ("leads.csv", xlsx_bytes([row("深圳示例科技有限公司", 13800001234)]),
+     "文件内容是 xlsx 表格，扩展名却是“.csv”，请把扩展名改为 .xlsx 后重新导入"),
+    ("missing.csv", None, "找不到文件"),
+    ("bomb.xlsx", "bomb", "疑似压缩炸弹，已拒绝读取"),  # a 20 MB 备注 in 20 KB
 ])
 def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, name, data, message):
     path = tmp_path / name
-    path.write_bytes(data)
+    if data == "bomb":
+        data = note_sheet(b"a" * 20_000_000)
+    if data is not None:
+        path.write_bytes(data)
     done = run_cli(tmp_path, "leads", "import", str(path), "--json")
     assert done.returncode == 2
-    assert message in done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1])["accepted"] == 0
+    assert done.stderr.startswith("salesbot: ") and message in done.stderr
+    # The contract's object and nothing else: the message is on stderr.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == EMPTY_JSON
 
 
 def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
@@ -779,9 +906,75 @@ def test_cli_a_bad_default_still_ends_with_the_json_object(tmp_path):
     path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
     done = run_cli(tmp_path, "leads", "import", str(path), "--json", "--default", "颜色=红")
     assert done.returncode == 2
-    last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (last["accepted"], last["written"]) == (0, 0)
-    assert last["error"].startswith("salesbot: --default 的字段“颜色”不存在")
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == EMPTY_JSON
+    assert done.stderr.startswith("salesbot: --default 的字段“颜色”不存在")
+
+
+def test_cli_refuses_a_field_defaulted_twice_and_a_sheet_named_for_a_csv(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    twice = run_cli(tmp_path, "leads", "import", str(path), "--default", "来源=展会",
+                    "--default", "source=SEM")
+    assert twice.returncode == 2
+    assert twice.stderr == "salesbot: --default 给字段“来源渠道”指定了两次，请只保留一个\n"
+    sheet = run_cli(tmp_path, "leads", "import", str(path), "--sheet", "线索")
+    assert sheet.returncode == 2
+    assert sheet.stderr.startswith(
+        "salesbot: 无法读取文件：csv 文件只有一张表，不能指定工作表“线索”")
+    assert cli_leads(tmp_path) == 0
+
+
+def test_cli_dry_run_leaves_no_names_or_phones_staged(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234"),
+                                row("广州样例贸易有限公司", "12345")]))
+    done = run_cli(tmp_path, "leads", "import", str(path), "--dry-run", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout.strip().splitlines()[-1])["rejected"] == [
+        {"row": 3, "field": "phone", "reason": "不是有效的手机号或带区号的座机号"}]
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        assert conn.execute("SELECT count(*) FROM lead_import_rows").fetchone()[0] == 0
+        assert conn.execute("SELECT state FROM lead_imports").fetchall() == [("cancelled",)]
+
+
+async def test_cli_progress_covers_the_hand_out_in_plain_lines_without_a_terminal(
+    chat, monkeypatch, capsys, tmp_path,
+):
+    from bot import app as bot_app
+
+    await chat.add_members({"name": "王芳"}, {"name": "赵强"})
+    real = bot_app.build_runtime
+
+    def built(settings):  # the command's runtime, on the test's clock (reps on duty)
+        runtime = real(settings)
+        runtime.clock = chat.rt.clock
+        return runtime
+
+    monkeypatch.setattr(bot_app, "build_runtime", built)
+    monkeypatch.setattr(lead_import, "CHUNK", 100)
+    monkeypatch.setattr(lead_import, "CLI_PROGRESS_STEP", 100)
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row(f"示例公司{n}", f"1380000{n:04d}") for n in range(250)]))
+    assert await lead_import.import_leads_cli(chat.rt.settings, path, ImportOptions()) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # stderr is no terminal here
+    assert err.splitlines() == ["已检查 100/250 行", "已检查 200/250 行", "已检查 250/250 行",
+                                "已分配 100/250 条", "已分配 200/250 条", "已分配 250/250 条"]
+
+
+async def test_on_a_terminal_the_progress_line_is_redrawn_in_place_and_ended():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    line = lead_import.ProgressLine("已检查 {done}/{total} 行", stream)
+    for done in (2000, 4000, 4500):
+        await line(done, 4500)
+    line.end()
+    assert stream.getvalue() == "\r已检查 2000/4500 行\r已检查 4000/4500 行\r已检查 4500/4500 行\n"
 
 
 def test_cli_template(tmp_path):
@@ -789,3 +982,12 @@ def test_cli_template(tmp_path):
     assert done.returncode == 0, done.stderr
     assert load_workbook(tmp_path / "模板.xlsx").active["A1"].value == "公司名称"
     assert run_cli(tmp_path, "leads", "template", str(tmp_path / "t.txt")).returncode == 2
+
+
+def test_template_into_a_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    target = tmp_path / "nonexistent" / "x.xlsx"
+    assert lead_import.template_cli(target) == 2
+    assert capsys.readouterr().err == \
+        f"salesbot: 无法写入 {target}：No such file or directory\n"
+    assert lead_import.template_cli(tmp_path / "t.txt") == 2
+    assert capsys.readouterr().err == "salesbot: 模板文件应以 .xlsx 或 .csv 结尾\n"

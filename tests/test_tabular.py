@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import random
+import re
 import zipfile
 from datetime import datetime
 
 import pytest
 from openpyxl import Workbook
 
+from handlers import tabular
 from handlers.tabular import (
     CellError,
     Column,
@@ -302,3 +305,204 @@ def test_a_second_phone_column_fills_the_landline_and_other_repeats_are_reported
     text = "客户名称,手机,座机,电话\n甲公司,13800000000,0755-12345678,13900000000\n"
     table = read_table(text.encode(), "a.csv", columns)
     assert table.repeated == ["电话"] and table.rows[0].values["phone"] == "13800000000"
+
+
+SST_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+SST_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"
+
+
+def with_shared_strings(data: bytes, replace: dict[bytes, bytes] | None = None) -> bytes:
+    """The workbook as Excel writes it: text cells as indexes into xl/sharedStrings.xml
+    (openpyxl writes them inline); `replace` changes a string's text on the way."""
+    strings: list[bytes] = []
+
+    def shared(match: re.Match) -> bytes:
+        strings.append(match.group(2))
+        return b'<c r="%s" t="s"><v>%d</v></c>' % (match.group(1), len(strings) - 1)
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for item in src.infolist():
+            body = src.read(item)
+            if item.filename.startswith("xl/worksheets/sheet"):
+                body = re.sub(rb'<c r="([A-Z]+\d+)" t="inlineStr"><is><t>(.*?)</t></is></c>',
+                              shared, body)
+            elif item.filename == "[Content_Types].xml":
+                body = body.replace(b"</Types>", b'<Override PartName="/xl/sharedStrings.xml"'
+                                    b' ContentType="%s"/></Types>' % SST_TYPE.encode())
+            elif item.filename == "xl/_rels/workbook.xml.rels":
+                body = body.replace(b"</Relationships>", b'<Relationship Id="rIdSST" Type="%s"'
+                                    b' Target="sharedStrings.xml"/></Relationships>'
+                                    % SST_REL.encode())
+            dst.writestr(item, body)
+        texts = [(replace or {}).get(t, t) for t in strings]
+        dst.writestr("xl/sharedStrings.xml", b'<?xml version="1.0" encoding="UTF-8"?>'
+                     b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                     + b"".join(b"<si><t>%s</t></si>" % t for t in texts) + b"</sst>")
+    return out.getvalue()
+
+
+def note_sheet(note: bytes) -> bytes:
+    """One lead whose 备注 is `note`, in a shared string as Excel stores it."""
+    data = xlsx_bytes([["客户名称", "手机", "备注"], ["甲公司", "13800000001", "NOTE"]])
+    return with_shared_strings(data, {b"NOTE": note})
+
+
+NOTE_COLUMNS = [*COLUMNS, Column("note", ("备注",))]
+
+
+def test_excel_shared_strings_are_read_like_openpyxl_reads_them():
+    from openpyxl.reader.strings import read_string_table
+
+    rich = ("</t><r><t>甲</t></r><r><rPr><b/></rPr><t>公司</t></r>"
+            "<rPh sb=\"0\" eb=\"1\"><t>ko</t></rPh><t>")  # runs, a phonetic guide
+    data = with_shared_strings(xlsx_bytes([["客户名称", "手机"], ["RICH", "A & B_x005F_x000D_"]]),
+                               {b"RICH": rich.encode()})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        part = archive.read("xl/sharedStrings.xml")
+    assert tabular.shared_strings(io.BytesIO(part)) == read_string_table(io.BytesIO(part))
+    assert only_row(read_table(data, "a.xlsx", COLUMNS)) == \
+        (2, {"company": "甲公司", "phone": "A & B_x000D_"})
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_parsed():
+    # 20 MB of one letter packs into about 20 KB: the tester's 200 MB cell, smaller.
+    data = note_sheet(b"a" * 20_000_000)
+    assert len(data) < 100_000
+    with pytest.raises(TableError) as info:
+        read_table(data, "a.xlsx", NOTE_COLUMNS)
+    assert str(info.value).startswith("无法读取文件：解压后异常大（xl/sharedStrings.xml 压缩比 ")
+    assert "疑似压缩炸弹" in str(info.value)
+
+
+def test_a_workbook_that_inflates_past_the_cap_is_refused(monkeypatch):
+    monkeypatch.setattr(tabular, "MAX_UNCOMPRESSED", 20_000)
+    data = note_sheet(random.Random(7).randbytes(20_000).hex().encode())
+    with pytest.raises(TableError, match="解压后超过 0 MB"):
+        read_table(data, "a.xlsx", NOTE_COLUMNS)
+
+
+def test_a_huge_cell_that_does_not_compress_is_cut_as_it_is_read():
+    note = random.Random(7).randbytes(1_500_000).hex().encode()  # 3 MB, no bomb
+    [row] = read_table(note_sheet(note), "a.xlsx", NOTE_COLUMNS).rows
+    assert row.values["note"] == note[:tabular.MAX_CELL_CHARS].decode()
+    csv_data = "客户名称,备注\n甲公司,".encode() + note[:100_000] + b"\n"
+    [row] = read_table(csv_data, "a.csv", NOTE_COLUMNS).rows
+    assert len(row.values["note"]) == tabular.MAX_CELL_CHARS
+
+
+def test_a_csv_cell_past_the_csv_modules_limit_is_refused_in_chinese():
+    data = "客户名称,备注\n甲公司,".encode() + b"a" * 200_000 + b"\n"
+    with pytest.raises(TableError, match="第 2 行有单元格超过 131,072 个字符"):
+        read_table(data, "a.csv", NOTE_COLUMNS)
+
+
+def sheets_book(*sheets: tuple[str, list[list], str]) -> bytes:
+    """A workbook of (title, rows, state) sheets in this order."""
+    book = Workbook()
+    book.remove(book.active)
+    for title, rows, state in sheets:
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+        sheet.sheet_state = state
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_a_hidden_sheet_is_read_only_when_named():
+    header = ["客户名称", "手机"]
+    data = sheets_book(("旧名单", [header, ["旧公司", "13800000009"]], "hidden"),
+                       ("下拉选项", [header, ["选项公司", "13800000008"]], "veryHidden"),
+                       ("线索", [header, ["甲公司", "13800000001"]], "visible"))
+    assert only_row(read_table(data, "a.xlsx", COLUMNS))[1]["company"] == "甲公司"
+    named = read_table(data, "a.xlsx", COLUMNS, sheet="旧名单")
+    assert only_row(named)[1]["company"] == "旧公司"
+
+
+def test_a_sheet_of_instructions_naming_the_columns_gives_way_to_the_data():
+    instructions = [["列名", "说明"], ["客户名称", "必填，客户公司的全称"],
+                    ["手机", "必填，11位手机号"], ["座机", "选填，带区号"]]
+    data = sheets_book(("填写说明", instructions, "visible"),
+                       ("线索", [["客户名称", "手机", "座机"], ["甲公司", "13800000001", None]],
+                        "visible"))
+    table = read_table(data, "a.xlsx", COLUMNS, required=["company", ("phone", "landline")])
+    assert only_row(table) == (2, {"company": "甲公司", "phone": "13800000001",
+                                   "landline": None})
+
+
+def test_a_metadata_row_naming_one_column_above_the_header_is_passed_over():
+    columns = [*COLUMNS, Column("source", ("来源",))]
+    text = "来源,2024深圳展会\n客户名称,手机,来源\n甲公司,13800000001,展会\n"
+    table = read_table(text.encode(), "a.csv", columns, required=["company", "phone"])
+    assert table.header_row == 2
+    assert only_row(table) == (3, {"company": "甲公司", "phone": "13800000001",
+                                   "source": "展会"})
+    data = xlsx_bytes([["来源", "2024深圳展会"], ["客户名称", "手机", "来源"],
+                       ["甲公司", "13800000001", "展会"]])
+    assert read_table(data, "a.xlsx", columns, required=["company"]).header_row == 2
+
+
+def test_rows_holding_only_what_a_merged_range_carried_down_are_blank():
+    # The tester's sheet: two leads, then A2:A6 and D2:D6 merged; rows 4–6 have no cell
+    # of their own and are no leads.
+    data = xlsx_bytes([["客户名称", "手机", "座机", "负责人"],
+                       ["甲公司", "13800000001", None, "张三"],
+                       [None, "13800000002", None, None]], merge=["A2:A6", "D2:D6"])
+    rows = read_table(data, "a.xlsx", COLUMNS).rows
+    assert [(r.number, r.values["company"], r.values["owner"]) for r in rows] == [
+        (2, "甲公司", "张三"), (3, "甲公司", "张三")]
+
+
+def with_empty_rows(data: bytes, first: int, last: int, then: bytes = b"") -> bytes:
+    """The first sheet with formatted empty rows first..last, and `then` after them."""
+    rows = b"".join(b'<row r="%d" spans="1:3" s="1" customFormat="1"/>' % n
+                    for n in range(first, last + 1))
+    return with_sheet_xml(data, b"</sheetData>", rows + then + b"</sheetData>")
+
+
+def test_a_million_formatted_empty_rows_stop_the_reading_after_a_long_blank_run():
+    data = with_empty_rows(xlsx_bytes([["客户名称", "手机"], ["甲公司", "13800000001"]]),
+                           3, 1_048_576)
+    table = read_table(data, "a.xlsx", COLUMNS)
+    assert [r.number for r in table.rows] == [2]
+    assert table.stopped_at == 3
+
+
+def test_rows_after_the_blank_run_are_not_read_and_the_stop_is_reported(monkeypatch):
+    monkeypatch.setattr(tabular, "BLANK_RUN", 20)
+    later = '<row r="40"><c r="A40" t="inlineStr"><is><t>乙公司</t></is></c></row>'.encode()
+    data = with_empty_rows(xlsx_bytes([["客户名称", "手机"], ["甲公司", "13800000001"]]),
+                           3, 39, later)
+    table = read_table(data, "a.xlsx", COLUMNS)
+    assert ([r.number for r in table.rows], table.stopped_at) == ([2], 3)
+    text = "客户名称,手机\n甲公司,1\n" + "\n" * 30 + "乙公司,2\n"
+    table = read_table(text.encode(), "a.csv", COLUMNS)
+    assert ([r.number for r in table.rows], table.stopped_at) == ([2], 3)
+    monkeypatch.setattr(tabular, "BLANK_RUN", 40)
+    assert [r.number for r in read_table(data, "a.xlsx", COLUMNS).rows] == [2, 40]
+
+
+def test_an_xlsx_renamed_to_csv_is_named_as_an_xlsx():
+    data = xlsx_bytes([["客户名称", "手机"], ["甲公司", "13800000001"]])
+    with pytest.raises(TableError, match="文件内容是 xlsx 表格，扩展名却是“.csv”"):
+        read_table(data, "a.csv", COLUMNS)
+
+
+def test_a_sheet_cannot_be_named_for_a_csv():
+    with pytest.raises(TableError, match="csv 文件只有一张表，不能指定工作表“线索”"):
+        read_table(C17_TEXT.encode(), "a.csv", COLUMNS, sheet="线索")
+
+
+@pytest.mark.parametrize("value", ["²", "1²", "٣", "-0", "－0", "-0.0"])
+def test_digits_of_other_forms_and_minus_zero_are_no_whole_numbers(value):
+    with pytest.raises(CellError, match="^应为不小于0的整数$"):
+        whole_number(value)
+
+
+def test_zero_width_spaces_around_a_cell_are_nothing():
+    text = "客户名称,手机\n\u200b,13800000001\n\u200b甲公司\u200d,13800000002\n"
+    rows = read_table(text.encode(), "a.csv", COLUMNS).rows
+    assert [r.values["company"] for r in rows] == [None, "甲公司"]
