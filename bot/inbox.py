@@ -2,17 +2,27 @@
 
 Owns recording (batched: many callbacks share one short write) and the worker tasks
 that hand recorded events to the dispatcher; recovers unprocessed events at start-up.
+On SQLite, a batch that cannot be written quickly (another process holds the one write
+lock: an import publishing 50,000 leads) is made durable in a journal file and acked;
+it is written to the database as soon as the lock is free, or from the journal at the
+next start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
+import json
 import logging
-from dataclasses import dataclass
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from bot.events import Event
 from storage.models import InboundEvent
@@ -24,12 +34,78 @@ log = logging.getLogger(__name__)
 
 WORKERS = 4
 BATCH = 200
+# A batch not in the database by then is journaled and acked: WeCom's answer is due in 5 s
+# and ours is measured in tens of milliseconds.
+JOURNAL_AFTER = 0.1
+RETRY_SECONDS = 1.0
 
 
 @dataclass(slots=True)
 class _Pending:
     event: Event
-    done: asyncio.Future[bool]
+    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop()
+                                       .create_future())
+    journaled: bool = False
+
+
+class Journal:
+    """Inbound events kept in a file (one JSON line each, fsynced) until the database has
+    them: one file per process, next to the SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_database(cls, url: str) -> Journal | None:
+        database = make_url(url).database
+        if make_url(url).get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+            return None
+        # The pid says whose it is; the token tells this process from an earlier one that
+        # had the same pid (a container restarted).
+        token = secrets.token_hex(4)
+        return cls(Path(f"{database}.inbox-{os.getpid()}-{token}.journal"))
+
+    def append(self, events: list[Event]) -> None:
+        lines = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in events)
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(lines)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[Path]:
+        """Journals of processes that are gone."""
+        prefix = self.path.name.split(".inbox-", 1)[0] + ".inbox-"
+        found = []
+        for path in sorted(self.path.parent.glob(glob.escape(prefix) + "*.journal")):
+            if path == self.path:
+                continue
+            pid = path.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                found.append(path)
+        return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_journal(path: Path) -> list[Event]:
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(Event.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            log.error("inbox journal %s: an unreadable line skipped", path.name)
+    return events
 
 
 class Inbox:
@@ -41,6 +117,9 @@ class Inbox:
             asyncio.Queue() for _ in range(WORKERS)
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self.journal = Journal.for_database(rt.settings.database.url) if rt.is_sqlite \
+            else None
+        self._carried: list[_Pending] = []  # journaled, acked, not yet in the database
 
     def start(self, workers: bool = True) -> None:
         self._tasks.append(asyncio.create_task(self._writer(), name="inbox-writer"))
@@ -65,12 +144,19 @@ class Inbox:
         Raises if the write fails, so the caller does not acknowledge and the platform
         delivers again.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._writes.put(_Pending(event, future))
-        return await future
+        pending = _Pending(event)
+        await self._writes.put(pending)
+        return await pending.done
 
     async def recover(self) -> int:
-        """Queue the events recorded but not processed before the last stop."""
+        """Write the events journals kept (a crash before they reached the database),
+        then queue the events recorded but not processed before the last stop."""
+        for path in self.journal.leftovers() if self.journal is not None else []:
+            events = await asyncio.to_thread(_read_journal, path)
+            if events:
+                await self._insert([_Pending(event) for event in events])
+                log.warning("inbox journal %s: %d events written", path.name, len(events))
+            path.unlink(missing_ok=True)
         async with self.rt.sessions() as session:
             rows = (await session.execute(
                 select(InboundEvent.id, InboundEvent.payload)
@@ -89,16 +175,26 @@ class Inbox:
 
     async def _writer(self) -> None:
         while True:
-            batch = [await self._writes.get()]
+            batch, self._carried = self._carried, []
+            if not batch or not self._writes.empty():
+                batch.append(await self._writes.get())
             while len(batch) < BATCH and not self._writes.empty():
                 batch.append(self._writes.get_nowait())
+            insert = asyncio.ensure_future(self._insert(batch))
+            if self.journal is not None:
+                done, _ = await asyncio.wait({insert}, timeout=JOURNAL_AFTER)
+                if not done:
+                    await self._journal_until(insert, batch)
             try:
-                fresh = await self._insert(batch)
+                fresh = await insert
             except Exception as exc:
                 log.exception("could not record %d inbound events", len(batch))
+                self._carried = [item for item in batch if item.journaled] + self._carried
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
+                if self._carried:
+                    await asyncio.sleep(RETRY_SECONDS)  # acked: they must get in
                 continue
             for item in batch:
                 record_id = fresh.pop((item.event.channel, item.event.key), None)
@@ -106,6 +202,37 @@ class Inbox:
                     self._queue(record_id, item.event)
                 if not item.done.done():
                     item.done.set_result(record_id is not None)
+            if self.journal is not None and any(item.journaled for item in batch) \
+                    and not self._carried:
+                await asyncio.to_thread(self.journal.clear)
+
+    async def _journal_until(self, insert: asyncio.Future[object],
+                             batch: list[_Pending]) -> None:
+        """While the insert waits for the write lock: journal and ack its batch, and every
+        event that comes meanwhile (carried into the next batch)."""
+        assert self.journal is not None
+        waiting = batch
+        while True:
+            try:
+                await asyncio.to_thread(self.journal.append, [p.event for p in waiting])
+            except OSError:
+                log.exception("inbox journal %s cannot be written", self.journal.path)
+                return  # not acked: the callbacks wait for the database as before
+            for item in waiting:
+                item.journaled = True
+                if not item.done.done():
+                    item.done.set_result(True)  # kept: a repeat is told apart when written
+            if waiting is not batch:
+                self._carried += waiting
+            getter = asyncio.ensure_future(self._writes.get())
+            done, _ = await asyncio.wait({insert, getter},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return
+            waiting = [getter.result()]
+            while not self._writes.empty():
+                waiting.append(self._writes.get_nowait())
 
     async def _insert(self, batch: list[_Pending]) -> dict[tuple[str, str], int]:
         rows, seen = [], set()

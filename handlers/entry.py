@@ -29,6 +29,7 @@ from handlers.intake import (
     publish_draft,
 )
 from handlers.matching import keys_for
+from handlers.normalize import phone_key
 from handlers.phones import PhoneError, mask_phone, parse_phone
 from storage.models import Customer, Lead, LeadStatusChange, Member, PendingReply
 
@@ -250,7 +251,8 @@ async def new_lead(ctx: Context, args: str) -> None:
         return
     mine = await ctx.session.scalar(
         select(Lead).where(Lead.status == DRAFT, Lead.created_by_id == ctx.member.id,
-                           Lead.phone == entry.phone).order_by(Lead.id.desc()).limit(1))
+                           Lead.phone_key == phone_key(entry.phone))
+        .order_by(Lead.id.desc()).limit(1))
     if mine is not None:
         ctx.outcome = "duplicate"  # my own draft, typed again: ask for its tags again
         await _ask(ctx, mine)

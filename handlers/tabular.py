@@ -13,11 +13,11 @@ import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from itertools import chain
+from itertools import chain, takewhile
 from pathlib import Path
 from typing import IO, NamedTuple
 from xml.parsers import expat
@@ -471,8 +471,10 @@ def shared_strings(source: IO[bytes], limit: int = MAX_CELL_CHARS) -> list[str]:
 
 
 def _open_workbook(data: bytes):  # noqa: ANN202 - openpyxl's Workbook, untyped
-    """The workbook in read-only mode, its shared strings read by shared_strings."""
+    """The workbook in read-only mode, its shared strings read by shared_strings; its
+    sheets are not sized on opening (sheet_rows reads the rows)."""
     from openpyxl.reader.excel import ExcelReader
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
     from openpyxl.xml.constants import SHARED_STRINGS
 
     class Reader(ExcelReader):
@@ -482,9 +484,171 @@ def _open_workbook(data: bytes):  # noqa: ANN202 - openpyxl's Workbook, untyped
                 with self.archive.open(part.PartName[1:]) as source:
                     self.shared_strings = shared_strings(source)
 
+        def read_worksheets(self) -> None:
+            # openpyxl's read-only sheet parses a sheet without a <dimension> (many
+            # exporters write none) whole when it is opened, only to learn its size:
+            # twice the reading. Its size is not needed here (sheet_rows reads the rows).
+            class UnsizedSheet(ReadOnlyWorksheet):
+                def _get_size(self) -> None:
+                    return None
+
+            for sheet, rel in self.parser.find_sheets():
+                if rel.target in self.valid_files and "chartsheet" not in rel.Type:
+                    worksheet = UnsizedSheet(self.wb, sheet.name, rel.target,
+                                             self.shared_strings)
+                    worksheet.sheet_state = sheet.state
+                    self.wb._sheets.append(worksheet)
+
     reader = Reader(io.BytesIO(data), read_only=True, data_only=True)
     reader.read()
+    reader.wb.shared_strings = reader.shared_strings
     return reader.wb
+
+
+class _RowParser:
+    """The rows of one worksheet part, parsed as they stream in (expat, no tree): about
+    four times faster than openpyxl's read-only cells, with the same values (data_only:
+    a formula's cached result; numbers in a date format as datetimes)."""
+
+    def __init__(self, strings: Sequence[str], date_formats: Collection[int],
+                 timedelta_formats: Collection[int], epoch: datetime) -> None:
+        self.strings, self.dates, self.epoch = strings, date_formats, epoch
+        self.timedeltas = timedelta_formats
+        self.done: list[tuple[int, list[object]]] = []
+        self.number = 0
+        self.values: list[object] = []
+        self.column = 0
+        self.kind = "n"
+        self.style = 0
+        self.pieces: list[str] = []
+        self.size = 0
+        self.taking = False  # inside <v>, or a <t> of an inline string outside <rPh>
+        self.inline = self.phonetic = 0
+        self.locals: dict[str, str] = {}  # element name as written → without its prefix
+        parser = expat.ParserCreate()  # namespaces unprocessed: a prefix is cut off below
+        parser.buffer_text = True
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.text
+        self.parser = parser
+
+    def local(self, name: str) -> str:
+        found = self.locals.get(name)
+        if found is None:
+            found = self.locals[name] = name.rpartition(":")[2]
+        return found
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        local = self.locals.get(name) or self.local(name)
+        if local == "c":
+            ref = attrs.get("r")
+            self.column = _column_of(ref) if ref else self.column + 1
+            self.kind = attrs.get("t", "n")
+            style = attrs.get("s")
+            self.style = int(style) if style else 0
+            self.pieces.clear()
+            self.size = 0
+        elif local == "v":
+            self.taking = True
+        elif local == "t":
+            self.taking = self.inline > 0 and not self.phonetic
+        elif local == "is":
+            self.inline += 1
+        elif local == "rPh":
+            self.phonetic += 1
+        elif local == "row":
+            number = attrs.get("r")
+            self.number = int(number) if number else self.number + 1
+            self.values = []
+            self.column = 0
+
+    def end(self, name: str) -> None:
+        local = self.locals.get(name) or self.local(name)
+        if local in ("v", "t"):
+            self.taking = False
+        elif local == "is":
+            self.inline -= 1
+        elif local == "rPh":
+            self.phonetic -= 1
+        elif local == "c":
+            if self.column <= MAX_COLUMNS:
+                value = self.value()
+                if value is not None:
+                    if len(self.values) < self.column:
+                        self.values.extend([None] * (self.column - len(self.values)))
+                    self.values[self.column - 1] = value
+        elif local == "row":
+            self.done.append((self.number, self.values))
+
+    def text(self, data: str) -> None:
+        if self.taking and self.size <= MAX_CELL_CHARS:
+            self.pieces.append(data[:MAX_CELL_CHARS + 1 - self.size])
+            self.size += len(self.pieces[-1])
+
+    def value(self) -> object:
+        from openpyxl.utils.datetime import from_excel, from_ISO8601
+
+        text = "".join(self.pieces)
+        kind = self.kind
+        if kind == "inlineStr":
+            return text if self.pieces else None
+        if not text:
+            return None
+        try:
+            if kind == "n":
+                number: int | float = float(text) if any(c in text for c in ".eE") \
+                    else int(text)
+                if self.style in self.dates:
+                    try:
+                        return from_excel(number, self.epoch,
+                                          timedelta=self.style in self.timedeltas)
+                    except (OverflowError, ValueError):
+                        return "#VALUE!"
+                return number
+            if kind == "s":
+                index = int(text)
+                return self.strings[index] if 0 <= index < len(self.strings) else None
+            if kind == "b":
+                return bool(int(text))
+            if kind == "d":
+                return from_ISO8601(text)
+        except ValueError:
+            return text
+        return text  # str (a formula's text), e (an error value)
+
+
+_COLUMNS: dict[str, int] = {}
+
+
+def _column_of(ref: str) -> int:
+    """B12 → 2, AA3 → 27 (0 for a reference without letters)."""
+    letters = ref.rstrip("0123456789$")
+    column = _COLUMNS.get(letters)
+    if column is None:
+        column = 0
+        for letter in letters.upper().lstrip("$"):
+            if not "A" <= letter <= "Z":
+                return 0
+            column = column * 26 + ord(letter) - 64
+        if len(_COLUMNS) < 20_000:
+            _COLUMNS[letters] = column
+    return column
+
+
+def sheet_rows(book, worksheet) -> Iterator[tuple[int, list[object]]]:  # noqa: ANN001
+    """(row number, values) of every row the sheet's XML holds, in order, read as it
+    streams; rows it does not hold are not yielded. Values as openpyxl gives them with
+    values_only, each row at most MAX_COLUMNS wide, each text at most MAX_CELL_CHARS."""
+    rows = _RowParser(getattr(book, "shared_strings", ()), book._date_formats,
+                      book._timedelta_formats, book.epoch)
+    with book._archive.open(worksheet._worksheet_path) as part:
+        while chunk := part.read(1 << 16):
+            rows.parser.Parse(chunk, False)
+            if rows.done:
+                yield from rows.done
+                rows.done = []
+        rows.parser.Parse(b"", True)
+    yield from rows.done
 
 
 def _xlsx_grid(
@@ -542,9 +706,9 @@ def _sheet_with_header(  # noqa: ANN201 - openpyxl's worksheets are untyped
         return sheets[0]
     best, best_key = sheets[0], None
     for worksheet in sheets:
-        worksheet.reset_dimensions()
-        rows = [list(values[:MAX_COLUMNS]) for values in
-                worksheet.iter_rows(max_row=2 * HEADER_SEARCH_ROWS, values_only=True)]
+        with closing(sheet_rows(worksheet.parent, worksheet)) as numbered:
+            rows = [values for _, values in takewhile(
+                lambda row: row[0] <= 2 * HEADER_SEARCH_ROWS, numbered)]
         rows = [r for r in rows if any(xlsx_cell(v) is not None for v in r)]
         at = best_header(rows[:HEADER_SEARCH_ROWS], header, required)
         if at is None:
@@ -599,10 +763,11 @@ def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
     pending = 0  # ranges[:pending] have begun
     active: list[tuple[int, int, int, int]] = []
     top_left: dict[tuple[int, int], object] = {}
-    blank = 0
-    worksheet.reset_dimensions()  # the stored dimension may be wrong: read every row
-    for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
-        values = list(values[:MAX_COLUMNS])
+    last = 0  # the last row with a value of its own
+    for number, values in sheet_rows(book, worksheet):
+        if number - last > BLANK_RUN:  # rows the XML does not hold are blank too
+            yield GridRow(last + 1, [], end=True)
+            return
         inherited: set[int] = set()
         while pending < len(ranges) and ranges[pending][0] <= number:
             active.append(ranges[pending])
@@ -620,13 +785,11 @@ def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
                         inherited.add(col - 1)
         cells = [xlsx_cell(value) for value in values]
         if any(c is not None for i, c in enumerate(cells) if i not in inherited):
-            blank = 0
+            last = number
             yield GridRow(number, cells, frozenset(inherited))
-        else:
-            blank += 1
-            if blank >= BLANK_RUN:
-                yield GridRow(number - blank + 1, [], end=True)
-                return
+        elif number - last >= BLANK_RUN:
+            yield GridRow(last + 1, [], end=True)
+            return
 
 
 def xlsx_cell(value: object) -> CellValue:

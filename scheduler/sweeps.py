@@ -23,10 +23,11 @@ async def sweep_once(rt: Runtime) -> tuple[int, int]:
     returns are routed on the spot and logged."""
     from bot.uploads import clean_spool
     from handlers.import_chat import finish_interrupted
-    from handlers.lead_import import purge_imports, resume_imports
+    from handlers.lead_import import index_imports, purge_imports, resume_imports
 
     await resume_imports(rt)
     await finish_interrupted(rt)
+    await index_imports(rt)
     await purge_imports(rt)
     await clean_spool(rt)
     expired = await expire_offers(rt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,16 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_conn, _record, foreign_keys: bool = True) -> None:  # noqa: ANN001
+BUSY_TIMEOUT_MS = 5000  # how long a reading connection's statement may wait
+# A writing connection's statements run inside BEGIN IMMEDIATE (the lock is held): only
+# BEGIN itself waits, and it polls (_sqlite_begin).
+WRITER_BUSY_MS = 1
+CACHE_KIB = 32 * 1024  # a connection's page cache, at most
+
+
+def _sqlite_pragmas(  # noqa: ANN001
+    dbapi_conn, _record, foreign_keys: bool = True, busy_ms: int = BUSY_TIMEOUT_MS
+) -> None:
     # We issue BEGIN ourselves (below), so that every transaction takes the write lock
     # up front: a deferred one that later writes fails at once when another process
     # wrote in between, where BEGIN IMMEDIATE waits for busy_timeout instead.
@@ -42,12 +53,45 @@ def _sqlite_pragmas(dbapi_conn, _record, foreign_keys: bool = True) -> None:  # 
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+    # SQLite's default cache is 2 MB: an import writing 50,000 leads (a dozen indexes)
+    # spent half its one publishing step re-reading index pages.
+    cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cursor.close()
 
 
+# Waiting for another process's write lock. SQLite's own busy handler sleeps longer and
+# longer between tries (100 ms each after the first third of a second), so a writer that
+# leaves the lock free for a few milliseconds is rarely seen by one that waits: the
+# import's batches and the server's callbacks starve each other. BEGIN polls instead,
+# every BUSY_POLL, without holding up the event loop.
+BUSY_POLL = 0.002
+BUSY_WAIT = 30.0
+
+
 def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except exc.OperationalError as error:
+            if not _locked(error) or time.monotonic() > deadline:
+                raise
+        try:
+            await_only(asyncio.sleep(BUSY_POLL))
+        except exc.MissingGreenlet:
+            # Not under the async bridge (a plain engine): SQLite's own handler waits.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={WRITER_BUSY_MS}")
+            return
+
+
+def _locked(error: exc.OperationalError) -> bool:
+    return "database is locked" in str(error.orig)
 
 
 def _sqlite_read_only(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -76,7 +120,8 @@ def create_engine(url: str, *, foreign_keys: bool = True) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect",
-                     functools.partial(_sqlite_pragmas, foreign_keys=foreign_keys))
+                     functools.partial(_sqlite_pragmas, foreign_keys=foreign_keys,
+                                       busy_ms=WRITER_BUSY_MS))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     else:
         engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)

@@ -113,7 +113,7 @@ class Lead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     company: Mapped[str] = mapped_column(String(200))
     contact: Mapped[str] = mapped_column(String(64))
-    phone: Mapped[str | None] = mapped_column(String(24), index=True)
+    phone: Mapped[str | None] = mapped_column(String(24))
     email: Mapped[str | None] = mapped_column(String(200))
     industry: Mapped[str | None] = mapped_column(String(32))
     urgency: Mapped[str | None] = mapped_column(String(8))
@@ -127,7 +127,7 @@ class Lead(Base):
     reroutes: Mapped[int] = mapped_column(default=0)
     lost_reason: Mapped[str | None] = mapped_column(Text)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
-    landline: Mapped[str | None] = mapped_column(String(24), index=True)
+    landline: Mapped[str | None] = mapped_column(String(24))
     employees: Mapped[int | None] = mapped_column(Integer)
     first_contact_at: Mapped[datetime | None]
     import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_imports.id"), index=True)
@@ -136,7 +136,7 @@ class Lead(Base):
     # Match keys (handlers.matching keeps them current): blocking for duplicate checks.
     phone_key: Mapped[str | None] = mapped_column(String(24), index=True)
     email_key: Mapped[str | None] = mapped_column(String(200), index=True)
-    company_full: Mapped[str | None] = mapped_column(String(200), index=True)
+    company_full: Mapped[str | None] = mapped_column(String(200))
     company_core: Mapped[str | None] = mapped_column(String(200), index=True)
     contact_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -298,6 +298,9 @@ class LeadImport(Base):
     # accepted, written, rejected, duplicates, warnings (counts)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # When the published leads' company grams (for /查客户) were written: the sweep does it
+    # after the import, off its path.
+    indexed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

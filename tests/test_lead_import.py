@@ -991,3 +991,35 @@ def test_template_into_a_folder_that_does_not_exist_says_so(tmp_path, capsys):
         f"salesbot: 无法写入 {target}：No such file or directory\n"
     assert lead_import.template_cli(tmp_path / "t.txt") == 2
     assert capsys.readouterr().err == "salesbot: 模板文件应以 .xlsx 或 .csv 结尾\n"
+
+
+async def test_the_sweep_writes_an_imports_company_grams_after_it_is_published(rt):
+    """The grams (/查客户 by part of a name) are the largest write of an import: they come
+    after its leads are handed out, from the sweep, not on the import's path."""
+    from handlers.lead_import import index_imports
+    from handlers.normalize import company_grams
+    from storage.models import MatchGram
+
+    data = csv_bytes([row("深圳市示例科技有限公司", "13800001234"),
+                      row("广州样本贸易有限公司", "13800005678")])
+    report = await check(rt, data)
+    await publish_import(rt, report.import_id, actor=None)
+
+    async def grams() -> dict[int, list[str]]:
+        async with rt.sessions() as session:
+            found: dict[int, list[str]] = {}
+            for object_id, gram in (await session.execute(
+                    select(MatchGram.object_id, MatchGram.gram).where(MatchGram.kind == "lead")
+                    .order_by(MatchGram.object_id, MatchGram.gram))).all():
+                found.setdefault(object_id, []).append(gram)
+            return found
+
+    assert await grams() == {}
+    assert await index_imports(rt) == 1
+    stored = await leads(rt)
+    assert await grams() == {lead.id: company_grams(lead.company_core) for lead in stored}
+    assert sorted(await grams()) == [lead.id for lead in stored]
+    assert await index_imports(rt) == 0  # done once
+    async with rt.sessions() as session:
+        record = await session.get(LeadImport, report.import_id)
+    assert record.indexed_at is not None

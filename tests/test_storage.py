@@ -107,3 +107,81 @@ async def test_times_are_stored_as_utc(db_url):
         stored = await session.scalar(select(Lead.created_at))
     assert stored == datetime(2026, 12, 2, 2, 0, tzinfo=UTC) and stored.tzinfo is not None
     await rt.close()
+
+
+async def test_a_callback_is_journaled_and_acked_while_another_process_writes(sqlite_url):
+    """An import publishing 50,000 leads holds SQLite's one write lock for a while: the
+    callbacks of that moment are kept in the journal, acked, and written right after."""
+    import json
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    from bot.inbox import JOURNAL_AFTER
+
+    rt = await _rt(sqlite_url)
+    rt.inbox.start(workers=False)
+    path = sqlite_url.split("///", 1)[1]
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other process's long write
+    events = [Event(channel="wecom", kind="text", sender=f"rep{n}", key=f"73800000000{n}",
+                    text="你好") for n in range(3)]
+
+    began = time.monotonic()
+    first = await rt.inbox.record(events[0])
+    rest = await asyncio.gather(*(rt.inbox.record(e) for e in events[1:]))
+    acked_in = time.monotonic() - began
+
+    assert [first, *rest] == [True, True, True]
+    assert acked_in < JOURNAL_AFTER + 1.0
+    [journal] = list(Path(path).parent.glob("salesbot.db.inbox-*.journal"))
+    kept = [json.loads(line)["key"] for line in journal.read_text().splitlines()]
+    assert sorted(kept) == sorted(e.key for e in events)
+    reader = sqlite3.connect(path)
+    assert reader.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)
+    reader.close()  # not in the database yet: the lock is held
+
+    other.execute("COMMIT")
+    for _ in range(100):
+        if await _count(rt) == 3 and not journal.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert await _count(rt) == 3 and not journal.exists()
+    assert sum(q.qsize() for q in rt.inbox._work) == 3  # each handed to a worker once
+    other.close()
+    await rt.inbox.stop()
+    await rt.close()
+
+
+async def test_a_journal_left_by_a_dead_process_is_written_at_the_next_start(sqlite_url):
+    import json
+    from pathlib import Path
+
+    rt = await _rt(sqlite_url)
+    rt.inbox.start()
+    known = Event(channel="wecom", kind="text", sender="王芳", key="7380000000000000009")
+    assert await rt.inbox.record(known) is True
+    await rt.inbox.drain()  # recorded and processed
+    await rt.inbox.stop()
+    await rt.close()
+    # Killed after acking two callbacks it had only journaled, one of them a repeat.
+    fresh = Event(channel="wecom", kind="text", sender="王芳", key="7380000000000000010",
+                  text="记录 已报价")
+    folder = Path(sqlite_url.split("///", 1)[1]).parent
+    dead = folder / "salesbot.db.inbox-99999999-0a0b0c0d.journal"
+    dead.write_text("".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n"
+                            for e in (known, fresh)), encoding="utf-8")
+
+    again = await _rt(sqlite_url)
+    again.inbox.start(workers=False)
+    assert await again.inbox.recover() == 1  # the journaled one, not yet processed
+    [(_, recovered)] = [q.get_nowait() for q in again.inbox._work if q.qsize()]
+    assert recovered == fresh
+    assert not dead.exists() and await _count(again) == 2
+    await again.inbox.stop()
+    await again.close()
+
+
+async def _count(rt) -> int:
+    async with rt.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(InboundEvent))

@@ -506,3 +506,48 @@ def test_zero_width_spaces_around_a_cell_are_nothing():
     text = "客户名称,手机\n\u200b,13800000001\n\u200b甲公司\u200d,13800000002\n"
     rows = read_table(text.encode(), "a.csv", COLUMNS).rows
     assert [r.values["company"] for r in rows] == [None, "甲公司"]
+
+
+def _rich_inline(data: bytes) -> bytes:
+    """甲公司 written as two rich-text runs with a phonetic guide, inline in the sheet."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                body = body.replace(
+                    "<is><t>甲公司</t></is>".encode(),
+                    "<is><r><t>甲</t></r><r><rPr><b/></rPr><t>公司</t></r>"
+                    '<rPh sb="0" eb="1"><t>ko</t></rPh></is>'.encode())
+            dst.writestr(item, body)
+    return out.getvalue()
+
+
+def test_the_fast_row_reader_gives_what_openpyxl_gives():
+    from openpyxl import load_workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["客户名称", "数", "小数", "日期", "时间", "是否", "公式", "错误", None, "远列"])
+    sheet.append(["甲公司", 13800000000, 2.5, datetime(2024, 1, 2), datetime(2024, 1, 2, 9, 30),
+                  True, "=1+1", "#N/A", None, "x"])
+    sheet.append([None, -3, 1e-7, None, None, False, None, None, None, None])
+    sheet["L5"] = "后面的行"  # a row after a missing one, a cell past the others
+    sheet["B6"] = 45292
+    sheet["B6"].number_format = "yyyy-mm-dd"  # a number shown as a date
+    out = io.BytesIO()
+    book.save(out)
+    for data in (out.getvalue(), with_shared_strings(out.getvalue()),
+                 _rich_inline(out.getvalue())):
+        expected = load_workbook(io.BytesIO(data), read_only=True, data_only=True).active
+        wanted = {number: [v for v in values]
+                  for number, values in enumerate(expected.iter_rows(values_only=True), 1)
+                  if any(v is not None for v in values)}
+        opened = tabular._open_workbook(data)
+        got = {number: values for number, values in
+               tabular.sheet_rows(opened, opened.worksheets[0])}
+        assert set(got) == set(wanted) == {1, 2, 3, 5, 6}
+        for number, values in got.items():
+            assert values == wanted[number][:len(values)], number
+            assert all(v is None for v in wanted[number][len(values):])
+    assert got[2][0] == "甲公司" and got[6][1] == datetime(2024, 1, 1)
