@@ -163,6 +163,14 @@ def combine(parts: dict[str, float | None], weights: dict[str, int]) -> float:
     return 100.0 * sum(w * p for w, p in present) / total
 
 
+def score_value(record: RepRecord, industry: str | None, weights: dict[str, int],
+                priors: dict[str, float]) -> float:
+    """score(...).score alone, without the breakdown: the heap's key, computed often."""
+    rate = conversion_rate(record, industry, priors)
+    return combine({"load": load_part(record.open_leads), "conversion": conversion_part(rate),
+                    "online": online_part(record.online_minutes)}, weights)
+
+
 def score(record: RepRecord, industry: str | None, weights: dict[str, int],
           priors: dict[str, float]) -> Breakdown:
     rate = conversion_rate(record, industry, priors)
@@ -231,7 +239,7 @@ class Chooser:
         record = self.records[member_id]
         offered = record.last_offered
         order = (0, 0) if offered is None else (1, offered)
-        return (-self.breakdown(member_id, industry).score, order, member_id,
+        return (-score_value(record, industry, self.weights, self.priors), order, member_id,
                 self._version[member_id])
 
     def _heap(self, industry: str | None) -> list[tuple[float, tuple[int, int], int, int]]:
@@ -258,12 +266,14 @@ class Chooser:
         """The best rep for a lead of this industry among `among` (None: everyone),
         skipping reps more than MAX_LEAD_GAP open leads above the least loaded."""
         if among is not None:
-            best = self.ranked(industry, among, exclude)
-            if not best:
+            keys = sorted(self._key(m, industry) for m in among if m in self.records
+                          and m not in exclude and self._open(m))
+            if not keys:
                 return None
-            floor = min(self.records[b.member_id].open_leads for b in best)
-            return next(b for b in best
-                        if self.records[b.member_id].open_leads <= floor + MAX_LEAD_GAP)
+            floor = min(self.records[key[2]].open_leads for key in keys)
+            chosen = next(key[2] for key in keys
+                          if self.records[key[2]].open_leads <= floor + MAX_LEAD_GAP)
+            return self.breakdown(chosen, industry)
         ceiling = min(self._loads, default=0) + MAX_LEAD_GAP
         heap = self._heap(industry)
         skipped, held = [], []
