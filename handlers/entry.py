@@ -61,6 +61,7 @@ T_CREATE_BUTTON = "仍然新建"
 T_LINKED_STATUS = "已关联到{kind} #{id}，未新建"
 T_CREATED_STATUS = "已确认不是同一客户，继续新建"
 T_GONE_STATUS = "已有记录已变化，继续新建"
+T_RETYPED_STATUS = "已重新录入，以新的一条为准"
 T_LINKED_REPLY = ("已关联到{kind} #{id}（{company} · {contact} · {phone}，负责人 {owner}），"
                   "没有新建线索。")
 T_SIMILAR_GONE = "刚才那条相似记录已经不在了，线索 #{id} 照常新建。"
@@ -254,8 +255,8 @@ async def new_lead(ctx: Context, args: str) -> None:
                            Lead.phone_key == phone_key(entry.phone))
         .order_by(Lead.id.desc()).limit(1))
     if mine is not None:
-        ctx.outcome = "duplicate"  # my own draft, typed again: ask for its tags again
-        await _ask(ctx, mine)
+        ctx.outcome = "duplicate"
+        await _retyped(ctx, mine, entry)
         return
     data = LeadInput(company=entry.company, contact=entry.contact, phone=entry.phone,
                      industry=entry.tags.get("industry"), urgency=entry.tags.get("urgency"),
@@ -273,6 +274,25 @@ async def new_lead(ctx: Context, args: str) -> None:
         await _ask(ctx, lead)
     else:
         await _announce(ctx, lead)
+
+
+async def _retyped(ctx: Context, draft: Lead, entry: Entry) -> None:
+    """My own draft typed again (a correction, or more tags): the draft takes what was
+    typed now and goes through the check again, so nothing typed is lost and nothing
+    skips the door."""
+    draft.company, draft.contact, draft.phone = entry.company, entry.contact, entry.phone
+    for name, value in entry.tags.items():
+        setattr(draft, name, value)
+    draft.updated_at = ctx.now
+    await _close_similar(ctx, draft, T_RETYPED_STATUS)
+    probe = keys_for(draft.company, draft.contact, draft.phone, None)
+    await lock_door(ctx.session, [probe])
+    [check] = await check_door(ctx.session, [probe], exclude=[("lead", draft.id)])
+    if check.matches:
+        ctx.outcome = "similar"
+        await ctx.reply(await similar_card(ctx, draft, check.matches[0]))
+        return
+    await _carry_on(ctx, draft)
 
 
 async def similar_card(ctx: Context, lead: Lead, match: Match) -> CardModel:

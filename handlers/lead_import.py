@@ -1100,12 +1100,13 @@ async def _hand_out(
         wanted = list(told) + list(owned)
         members = {m.id: m for m in (await session.scalars(
             select(Member).where(Member.id.in_(wanted)))).all()} if wanted else {}
-        for text, key, groups in ((T_DIGEST, "import-digest", told),
-                                  (T_OWNER_DIGEST, "import-owner", owned)):
-            for member_id, ids in groups.items():
-                await enqueue(session, rt, members[member_id],
-                              text.format(n=len(ids), ids=_some_ids(ids)),
-                              dedupe_key=f"{key}:{import_id}:{member_id}")
+        # One message a rep: the leads offered, and the leads named as theirs.
+        for member_id in dict.fromkeys(wanted):
+            parts = [text.format(n=len(groups[member_id]), ids=_some_ids(groups[member_id]))
+                     for text, groups in ((T_DIGEST, told), (T_OWNER_DIGEST, owned))
+                     if member_id in groups]
+            await enqueue(session, rt, members[member_id], "\n".join(parts),
+                          dedupe_key=f"import-digest:{import_id}:{member_id}")
         await session.execute(update(LeadImport).where(LeadImport.id == import_id)
                               .values(state="published", updated_at=rt.now()))
     if (told or owned) and getattr(rt, "outbox", None) is not None:

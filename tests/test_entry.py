@@ -272,6 +272,37 @@ async def test_my_own_draft_typed_again_is_asked_again(chat):
     assert len(await _leads(chat)) == 1
 
 
+async def test_a_draft_typed_again_while_similar_is_checked_again_and_keeps_its_tags(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 高 工业 展会")
+    [first] = await chat.say("赵强", "新线索 示例科技（深圳）有限公司 张总 13800001234 高")
+    assert first.card.title == "检测到相似客户"
+    # typed again with the other tags: the same question, never a lead past the door
+    [second] = await chat.say("赵强", "新线索 示例科技（深圳）有限公司 张总 13800001234 工业 展会")
+    assert second.card.title == "检测到相似客户"
+    assert (await chat.card(first.card_id)).status == "已重新录入，以新的一条为准"
+    draft = await _lead(chat, 2)
+    assert (draft.status, draft.urgency, draft.industry, draft.source) == (
+        "draft", "high", "industrial", "expo")
+    [reply] = await chat.click("赵强", second.button("仍然"), second.card_id)
+    assert reply.text.startswith("线索 #2（示例科技(深圳)有限公司）已录入")
+    assert [lead.status for lead in await _leads(chat)] == ["accepted", "accepted"]
+
+
+async def test_a_corrected_draft_that_no_longer_resembles_goes_on(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 高 工业 展会")
+    [card] = await chat.say("赵强", "新线索 深圳示例科技 张伟 13800001234")
+    assert card.card.title == "检测到相似客户"
+    # the rep had the wrong company: the corrected draft no longer resembles lead #1
+    [ask] = await chat.say("赵强", "新线索 广州样本电子厂 张伟 13800001234")
+    assert ask.card.title == "补全线索 #2 的标签"
+    assert (await chat.card(card.card_id)).status == "已重新录入，以新的一条为准"
+    draft = await _lead(chat, 2)
+    assert (draft.company, draft.status) == ("广州样本电子厂", "draft")
+    assert len(await _leads(chat)) == 2
+
+
 async def test_someone_elses_or_a_stale_tags_click_changes_nothing(chat):
     await chat.add_members(*ROSTER)
     [ask] = await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 工业 展会")

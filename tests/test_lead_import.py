@@ -703,6 +703,25 @@ async def test_a_rep_named_as_owner_is_told_once_and_owns_the_leads_like_typed_o
     assert reasons == ["导入（负责人）"] * 3
 
 
+async def test_a_rep_both_named_as_owner_and_offered_leads_gets_one_message(chat):
+    await chat.add_members({"name": "王芳"})
+    await chat.say("王芳", "/上班")
+    header = [*HEADER, "负责人"]
+    rows = [[*row("示例公司甲", "13800000001"), "王芳"],
+            [*row("示例公司乙", "13800000002"), ""]]
+    report = await check_import(chat.rt, csv_bytes(rows, header), "展会名单.csv",
+                                ImportOptions(), actor=None, origin="cli")
+    await publish_import(chat.rt, report.import_id, actor=None)
+    await chat.settle()
+    owned, offered = await leads(chat.rt)
+    assert (owned.status, offered.status) == ("accepted", "assigned")
+    assert [m.text for m in await chat.inbox("王芳")] == [
+        f"导入分配给您 1 条新线索（#{offered.id}），发送 /我的线索 查看并接受；"
+        "一个工作日内未接受的线索会转给其他同事\n"
+        f"导入给您 1 条线索（#{owned.id}），表中负责人是您，已直接记在您名下；"
+        "发送 /我的线索 查看"]
+
+
 async def test_a_crash_after_the_publish_is_finished_by_the_sweep_with_digests(chat):
     from datetime import timedelta
 
