@@ -24,8 +24,9 @@ router = Router("lookup")
 
 SHOWN = 10
 # A keyword's grams found on more records than this say little: the name is searched by
-# its rarer grams (or, when all are common, by the whole core alone).
+# its rarer grams, or, when all are common, by the few rarest together.
 COMMON_GRAM = 2000
+RAREST = 3
 
 T_USAGE = "用法：/查客户 关键词（手机号、邮箱、公司名或联系人），例如：/查客户 示例科技"
 T_NONE = "没有找到与「{keyword}」相符的线索或客户。"
@@ -85,7 +86,8 @@ def _same_key(record: Customer | Lead, phone: str | None, email: str | None,
 
 async def _gram_ids(session: AsyncSession, kind: str, core: str) -> list[int]:
     """Records whose name holds every rare gram of the core (a name part: 示例 in
-    深圳示例科技)."""
+    深圳示例科技); when every gram is common (示例科技 in a base full of 科技), the
+    newest records holding its rarest few together."""
     grams = company_grams(core)
     if not grams:
         return []
@@ -97,7 +99,7 @@ async def _gram_ids(session: AsyncSession, kind: str, core: str) -> list[int]:
         return []  # a gram nobody has: no name holds the whole keyword
     rare = [gram for gram in grams if counts[gram] <= COMMON_GRAM]
     if not rare:
-        return []
+        rare = sorted(grams, key=counts.__getitem__)[:RAREST]
     rows = await session.execute(
         select(MatchGram.object_id).where(MatchGram.kind == kind, MatchGram.gram.in_(rare))
         .group_by(MatchGram.object_id)

@@ -161,3 +161,22 @@ async def test_service_and_marketing_see_the_customer_form_in_their_help(chat):
     [reply] = await chat.say("王芳", "/帮助")
     assert "· 记录 [公司或线索号] 内容：登记一次跟进" in reply.text.splitlines()
     assert "客户#编号" not in reply.text
+
+
+async def test_a_name_part_made_only_of_common_grams_is_still_found(chat, monkeypatch):
+    import handlers.lookup
+
+    # In a big base every gram of 示例科技 is common; the rarest ones together still find it.
+    monkeypatch.setattr(handlers.lookup, "COMMON_GRAM", 1)
+    await chat.add_members(*ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        session.add_all([
+            Customer(company="深圳示例科技发展有限公司", contact="陈明", phone="13800000301"),
+            Customer(company="广州示例科技服务有限公司", contact="刘洋", phone="13800000302"),
+            Customer(company="示例电子科技有限公司", contact="周敏", phone="13800000303"),
+        ])
+    [reply] = await chat.say("孙丽", "/查客户 示例科技")
+    assert reply.text.splitlines() == [
+        "找到 2 条与「示例科技」相符的记录：",
+        "客户 #2 广州示例科技服务有限公司 · 刘洋 · 138****0302（负责人 待分配）",
+        "客户 #1 深圳示例科技发展有限公司 · 陈明 · 138****0301（负责人 待分配）"]
