@@ -496,7 +496,7 @@ async def import_roster_cli(settings: Settings, path: Path, *, as_json: bool = F
     try:
         table = read_table_file(Path(path), COLUMNS, required=REQUIRED)
     except TableError as exc:
-        print(str(exc), file=sys.stderr)
+        print(f"salesbot: {exc}", file=sys.stderr)
         if as_json:
             print(json.dumps(RosterImport().as_json() | {"error": str(exc)},
                              ensure_ascii=False))

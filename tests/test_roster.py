@@ -359,7 +359,7 @@ def test_cli_exit_2_when_the_file_cannot_be_read(tmp_path, filename, data, messa
 def test_cli_exit_2_for_a_missing_file(tmp_path):
     done = run_cli(tmp_path, "team", "import", str(tmp_path / "nope.csv"))
     assert done.returncode == 2
-    assert "找不到文件" in done.stderr
+    assert done.stderr.startswith("salesbot: ") and "找不到文件" in done.stderr
 
 
 async def test_cli_reimport_counts_updates(tmp_path):
