@@ -63,6 +63,8 @@ T_LINK = "关联到客户 #{id}"
 T_LINK_GONE = ("卡片上的客户 #{id} 已不存在，无法关联，这次点击没有改变任何内容。"
                "请选择「仍新建客户」或「驳回」。")
 T_CREATE = "仍新建客户"
+T_SIMILAR_NOW = ("申请提交后出现了相似客户 #{customer}（{company}），未做任何改动。卡片已更新，"
+                 "请选择「关联到客户 #{customer}」或「仍新建客户」。")
 T_REJECT_ASK = "请回复驳回线索 #{id} 转化申请的原因，{rep} 会收到。"
 T_REJECTED_STATUS = "{name} 已于 {at} 驳回（{reason}）"
 T_REJECTED = "已驳回线索 #{id} 的转化申请，已把原因告知 {rep}。"
@@ -231,11 +233,17 @@ async def decide(ctx: Context, object_id: str, how: str) -> None:
             await ctx.reply(T_LINK_GONE.format(id=approval.customer_id))
             ctx.outcome = "stale"
             return
-    await ctx.clear_expectation("reject_reason", approval.id)
     await lock_door(ctx.session, [lead_keys(lead)])
+    if how == "approve":
+        # A plain card offered no customer: one stored since is shown, never linked unseen.
+        similar = await matching_customer(ctx.session, lead)
+        if similar is not None:
+            await _offer(ctx, approval, lead, rep, similar)
+            return
+    await ctx.clear_expectation("reject_reason", approval.id)
     customer, created = await convert_lead(ctx.session, lead, ctx.now, owner=rep,
                                            actor=ctx.member, link_to=link_to,
-                                           create=how == "create")
+                                           create=link_to is None)
     approval.state, approval.decided_at = "approved", ctx.now
     approval.decided_by_id = ctx.member.id
     ctx.audit("approval.approve", "approval", approval.id, {"state": "pending"},
@@ -249,6 +257,19 @@ async def decide(ctx: Context, object_id: str, how: str) -> None:
     else:
         await ctx.send(rep, T_LINKED_REP.format(**said, name=ctx.member.name))
         await ctx.reply(T_LINKED.format(**said))
+
+
+async def _offer(ctx: Context, approval: Approval, lead: Lead, rep: Member,
+                 similar: Customer) -> None:
+    """Every copy of the card now offers the similar customer: link, create or reject."""
+    approval.customer_id = similar.id
+    owner = await ctx.session.get(Member, similar.owner_id) if similar.owner_id else None
+    card = approval_card(approval, lead, rep, await _follow_ups(ctx, lead), ctx.rt,
+                         similar=similar, similar_owner=owner)
+    for sent in await open_cards(ctx.session, "approval", approval.id):
+        await update_card(ctx.session, ctx.rt, sent, card)
+    await ctx.reply(T_SIMILAR_NOW.format(customer=similar.id, company=similar.company))
+    ctx.outcome = "similar"
 
 
 async def _offered_customer(ctx: Context, approval: Approval, lead: Lead) -> Customer | None:

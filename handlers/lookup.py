@@ -9,6 +9,7 @@ company-name grams, never a scan of every record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import Context
 from bot.router import Router
 from handlers.leads import STATUS_NAMES
+from handlers.matching import survivor_ids
 from handlers.normalize import company_grams, company_keys, contact_key, email_key, phone_key
 from handlers.phones import mask_phone
 from storage.models import Customer, Lead, MatchGram, Member
@@ -34,6 +36,7 @@ T_FOUND = "找到 {n} 条与「{keyword}」相符的记录："
 T_MORE = "……还有更多记录没有列出，请把关键词写得更具体些。"
 T_CUSTOMER = "客户 #{id} {company} · {contact} · {phone}（负责人 {owner}）"
 T_LEAD = "线索 #{id} {company} · {contact} · {phone}（{status}，{owner}）"
+T_LEAD_UNOWNED = "线索 #{id} {company} · {contact} · {phone}（{status}）"
 T_NOBODY = "待分配"
 T_TOO_SHORT = "关键词太短，请至少写两个字或完整的电话、邮箱。"
 
@@ -45,43 +48,62 @@ class Hit:
 
 
 async def search(session: AsyncSession, keyword: str, *, limit: int = SHOWN + 1) -> list[Hit]:
-    """Customers first, then leads (newest first), that match the keyword by any key."""
+    """Customers, then leads, that match the keyword by any key: the same phone, e-mail or
+    full company name first, then the same core or contact, then names holding the
+    keyword, newest first within each. A merged-away customer is shown as its survivor."""
     phone, email = phone_key(keyword), email_key(keyword)
-    core = company_keys(keyword).core
+    company = company_keys(keyword)
+    core = company.core
     contact = contact_key(keyword)
     hits: list[Hit] = []
     for kind, model in (("customer", Customer), ("lead", Lead)):
+        exact = [column == value for column, value in (
+            (model.phone_key, phone), (model.email_key, email),
+            (model.company_full, company.full), (model.company_core, core),
+            (model.contact_key, contact)) if value]
+        found = await _records(session, model, or_(*exact), limit) if exact else []
         ids = await _gram_ids(session, kind, core) if core else []
-        conditions = []
-        if phone:
-            conditions.append(model.phone_key == phone)
-        if email:
-            conditions.append(model.email_key == email)
-        if core:
-            conditions.append(model.company_core == core)
-        if contact:
-            conditions.append(model.contact_key == contact)
+        ids = [i for i in ids if i not in {r.id for r in found}]
         if ids:
-            conditions.append(model.id.in_(ids))
-        if not conditions:
-            continue
-        query = select(model).where(or_(*conditions))
+            # A gram hit is a candidate: its name must hold the keyword's core.
+            found += [r for r in await _records(session, model, model.id.in_(ids), limit)
+                      if core in (r.company_core or "")]
+
+        def rank(record: Customer | Lead) -> tuple[int, int]:
+            if ((phone and record.phone_key == phone) or (email and record.email_key == email)
+                    or (company.full and record.company_full == company.full)):
+                return 0, -record.id
+            if (core and record.company_core == core) or (
+                    contact and record.contact_key == contact):
+                return 1, -record.id
+            return 2, -record.id
+
+        found.sort(key=rank)
         if model is Customer:
-            query = query.where(Customer.status != "merged")
-        else:
-            query = query.where(Lead.status != "draft", Lead.customer_id.is_(None))
-        found = (await session.scalars(query.order_by(model.id.desc()).limit(limit))).all()
-        # A gram hit is a candidate: its name must hold the keyword's core.
-        hits += [Hit(kind, r) for r in found
-                 if r.id not in ids or (core and core in (r.company_core or ""))
-                 or _same_key(r, phone, email, contact)]
+            found = await _as_survivors(session, found)
+        hits += [Hit(kind, r) for r in found]
     return hits[:limit]
 
 
-def _same_key(record: Customer | Lead, phone: str | None, email: str | None,
-              contact: str | None) -> bool:
-    return bool((phone and record.phone_key == phone) or (email and record.email_key == email)
-                or (contact and record.contact_key == contact))
+async def _records(session: AsyncSession, model: type[Customer] | type[Lead], condition: Any,
+                   limit: int) -> list[Any]:
+    query = select(model).where(condition)
+    if model is Lead:
+        query = query.where(Lead.status != "draft", Lead.customer_id.is_(None))
+    return list((await session.scalars(query.order_by(model.id.desc()).limit(limit))).all())
+
+
+async def _as_survivors(session: AsyncSession, found: list[Customer]) -> list[Customer]:
+    """Each merged-away customer replaced by the customer it was merged into, once."""
+    merged = {c.id for c in found if c.status == "merged"}
+    now_is = await survivor_ids(session, merged) if merged else {}
+    out: dict[int, Customer] = {}
+    for customer in found:
+        now = now_is.get(customer.id, customer.id)
+        if now is None or now in out:
+            continue
+        out[now] = customer if now == customer.id else await session.get(Customer, now)
+    return [c for c in out.values() if c is not None]
 
 
 async def _gram_ids(session: AsyncSession, kind: str, core: str) -> list[int]:
@@ -115,9 +137,11 @@ def line(hit: Hit, owners: dict[int, str]) -> str:
         return T_CUSTOMER.format(**shown, phone=mask_phone(record.phone) or "-",
                                  owner=owners.get(record.owner_id or 0, T_NOBODY))
     number = record.phone or record.landline
-    return T_LEAD.format(**shown, phone=mask_phone(number) or "-",
-                         status=STATUS_NAMES.get(record.status, record.status),
-                         owner=owners.get(record.assignee_id or 0, T_NOBODY))
+    status = STATUS_NAMES.get(record.status, record.status)
+    if record.assignee_id is None:  # waiting in the queue: 待分配 says it all
+        return T_LEAD_UNOWNED.format(**shown, phone=mask_phone(number) or "-", status=status)
+    return T_LEAD.format(**shown, phone=mask_phone(number) or "-", status=status,
+                         owner=owners.get(record.assignee_id, T_NOBODY))
 
 
 @router.command("查客户", usage=T_USAGE, summary="/查客户 关键词：查找线索和客户（电话打码）")

@@ -391,7 +391,7 @@ async def _gram_candidates(session: AsyncSession, core: str | None
     return out
 
 
-async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | None]:
+async def survivor_ids(session: AsyncSession, ids: set[int]) -> dict[int, int | None]:
     """customer id → the active customer it is now (itself, or where it was merged into,
     followed to the end), None when there is none."""
     out: dict[int, int | None] = {}
@@ -422,7 +422,7 @@ async def _survivors(session: AsyncSession, ids: set[int]) -> dict[int, int | No
 async def survivor_of(session: AsyncSession, customer_id: int) -> int | None:
     """The active customer this one is now: itself, the customer it was merged into (to
     the end of a chain of merges), or None when it does not exist."""
-    return (await _survivors(session, {customer_id})).get(customer_id)
+    return (await survivor_ids(session, {customer_id})).get(customer_id)
 
 
 async def find_similar(
@@ -459,7 +459,7 @@ async def find_similar(
         else:
             verdicts[(kind, object_id)] = verdict
     customers = {object_id for kind, object_id in verdicts if kind == "customer"}
-    survivors = await _survivors(session, customers | set(converted))
+    survivors = await survivor_ids(session, customers | set(converted))
     found: dict[tuple[Kind, int], Verdict] = {}
 
     def keep(target: int | None, verdict: Verdict) -> None:
@@ -519,7 +519,7 @@ async def stored_by_keys(session: AsyncSession, phones: Collection[str],
                         row.customer_id if kind == "lead" else None, row.status))
     merged = {r.id for r in found.values() if r.kind == "customer" and r.status == "merged"}
     if merged:
-        survivors = await _survivors(session, merged)
+        survivors = await survivor_ids(session, merged)
         for customer_id in merged:
             if survivors.get(customer_id) is None:
                 del found[("customer", customer_id)]

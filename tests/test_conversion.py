@@ -190,6 +190,27 @@ async def test_the_manager_may_create_a_customer_although_one_looked_similar(cha
     assert (await _get(chat, Lead, lead_id)).customer_id == 2
 
 
+async def test_a_customer_similar_since_the_request_is_shown_before_anything_is_linked(chat):
+    await chat.add_members(*ROSTER)
+    lead_id = await _my_lead(chat)
+    await chat.say("王芳", f"/转化 {lead_id}")
+    card = await _approval_card(chat)
+    assert [b.key for b in card.card.buttons] == ["approve:1", "reject:1"]
+    # only similar (the phone and the company; another contact), stored after the request
+    await _customer_meanwhile(chat, contact="刘洋")
+    [reply] = await chat.click("李经理", card.button("同意"), card.card_id)
+    assert reply.text == ("申请提交后出现了相似客户 #1（深圳市示例科技有限公司），未做任何改动。"
+                          "卡片已更新，请选择「关联到客户 #1」或「仍新建客户」。")
+    assert (await _get(chat, Lead, lead_id)).status == "contacted"
+    shown = await chat.card(card.card_id)
+    assert [b.key for b in shown.buttons] == ["link:1:approval", "create:1:approval",
+                                              "reject:1"]
+    assert shown.description.endswith(
+        "检测到相似客户：刘洋 | 深圳市示例科技有限公司 | 138****1234（客户 #1，负责人 赵强）")
+    [done] = await chat.click("李经理", "create:1:approval", card.card_id)
+    assert done.text == f"已同意：线索 #{lead_id} 已转化为客户 #2（深圳示例科技），已告知 王芳。"
+
+
 async def test_a_namesake_on_another_phone_is_not_linked(chat):
     await chat.add_members(*ROSTER)
     lead_id = await _my_lead(chat)

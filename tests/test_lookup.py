@@ -180,3 +180,44 @@ async def test_a_name_part_made_only_of_common_grams_is_still_found(chat, monkey
         "找到 2 条与「示例科技」相符的记录：",
         "客户 #2 广州示例科技服务有限公司 · 刘洋 · 138****0302（负责人 待分配）",
         "客户 #1 深圳示例科技发展有限公司 · 陈明 · 138****0301（负责人 待分配）"]
+
+
+async def test_a_merged_away_customers_phone_finds_the_customer_it_was_merged_into(chat):
+    await chat.add_members(*ROSTER)
+    async with chat.rt.sessions() as session, session.begin():
+        survivor = Customer(company="深圳示例科技有限公司", contact="张伟", phone="13800001234",
+                            owner_id=2)
+        session.add(survivor)
+        await session.flush()
+        session.add(Customer(company="深圳示例科技有限公司", contact="张伟",
+                             phone="13600000111", owner_id=2, status="merged",
+                             merged_into_id=survivor.id))
+    [reply] = await chat.say("孙丽", "/查客户 136 0000 0111")
+    assert reply.text.splitlines() == [
+        "找到 1 条与「136 0000 0111」相符的记录：",
+        "客户 #1 深圳示例科技有限公司 · 张伟 · 138****1234（负责人 王芳）"]
+    [reply] = await chat.say("孙丽", "/查客户 示例科技")  # both hold it: the survivor once
+    assert reply.text.splitlines()[0] == "找到 1 条与「示例科技」相符的记录："
+
+
+async def test_the_exact_name_comes_before_names_that_only_hold_it(chat):
+    await chat.add_members(*ROSTER)
+    cities = "北京 上海 广州 天津 重庆 南京 杭州 成都 武汉 西安 苏州 长沙".split()
+    async with chat.rt.sessions() as session, session.begin():
+        session.add(Customer(company="华强样本电子有限公司", contact="陈明",
+                             phone="13800000400"))
+        session.add_all([Customer(company=f"华强样本电子有限公司{city}分公司", contact="刘洋",
+                                  phone=f"138000004{n:02d}")
+                         for n, city in enumerate(cities, start=1)])
+    [reply] = await chat.say("孙丽", "/查客户 华强样本电子有限公司")
+    lines = reply.text.splitlines()
+    assert lines[1] == "客户 #1 华强样本电子有限公司 · 陈明 · 138****0400（负责人 待分配）"
+    assert len(lines) == 12 and lines[-1].startswith("……还有更多记录")
+
+
+async def test_a_queued_lead_says_waiting_once(chat):
+    await chat.add_members(*ROSTER, {"name": "陈静", "role": "marketing"})
+    await chat.say("王芳", "/下班")  # nobody on duty: the lead waits in the queue, no owner
+    await chat.say("陈静", "新线索 杭州样本集团 李娜 13900001234 高 工业 展会")
+    [reply] = await chat.say("孙丽", "/查客户 杭州样本集团")
+    assert reply.text.splitlines()[1:] == ["线索 #1 杭州样本集团 · 李娜 · 139****1234（待分配）"]
