@@ -430,7 +430,10 @@ async def _read_file(request: web.Request) -> tuple[str, Path, int] | None:
     its name, where it is and its size.
 
     The app's client_max_size does not apply to a multipart reader, so the limit is ours.
+    A body that is no multipart form (none at all, or urlencoded) raises ValueError.
     """
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError(f"not a multipart form: {request.content_type}")
     reader = await request.multipart()
     while True:
         part = await reader.next()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Text, cast, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
@@ -1188,7 +1188,8 @@ async def purge_imports(rt: Runtime) -> int:
     (its process was killed mid-way) is dropped with its staged rows, and a chat importer
     told; a check nobody confirmed or cancelled within CHECKED_KEEP is cancelled and its
     card closed; an import finished PROBLEMS_KEEP ago (the lifetime of the problem-rows
-    link) loses its staged rows. For the sweep; returns imports purged."""
+    link) loses its staged rows, a command line import as soon as its leads are indexed.
+    For the sweep; returns imports purged."""
     from handlers.assignment import IMPORT_LEASE
     from handlers.import_chat import check_interrupted, expired
 
@@ -1203,10 +1204,15 @@ async def purge_imports(rt: Runtime) -> int:
                                         LeadImport.updated_at < now - CHECKED_KEEP)
             .order_by(LeadImport.id).limit(20))).all()
         staged = select(LeadImportRow.id).where(LeadImportRow.import_id == LeadImport.id)
+        # A command line import has no problem-rows link: its rows go once the grams
+        # of its leads are written.
+        indexed_cli = and_(LeadImport.origin == "cli", LeadImport.state == "published",
+                           LeadImport.indexed_at.is_not(None))
         finished = (await session.scalars(
             select(LeadImport.id)
             .where(LeadImport.state.in_(("published", "cancelled", "failed")),
-                   LeadImport.updated_at < now - PROBLEMS_KEEP, staged.exists())
+                   or_(LeadImport.updated_at < now - PROBLEMS_KEEP, indexed_cli),
+                   staged.exists())
             .order_by(LeadImport.id).limit(20))).all()
     for import_id in stalled:
         async with rt.sessions() as session, session.begin():
@@ -1288,6 +1294,8 @@ async def import_leads_cli(
             # import's rows go with the sweep, not in the time of this command.
             await cancel_import(rt, report.import_id, actor=None)
             await _delete_staged(rt, report.import_id, None)
+        elif not report.written:
+            await _delete_staged(rt, report.import_id, None)  # every row a duplicate
     finally:
         await rt.close()
     _print_report(report, dry_run)

@@ -615,6 +615,18 @@ async def test_a_cancelled_import_keeps_its_problem_rows_until_the_purge(rt):
     assert await lead_import.purge_imports(rt) == 1 and await staged(rt) == 0
 
 
+async def test_a_command_line_import_loses_its_staged_rows_once_indexed(rt):
+    rt.clock = FrozenClock(WORKDAY_MORNING)
+    report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234"),
+                                        row("广州样例贸易有限公司", "13800005678")]))
+    await publish_import(rt, report.import_id, actor=None)
+    assert await staged(rt) == 2
+    assert await lead_import.purge_imports(rt) == 0  # its leads have no grams yet
+    assert await lead_import.index_imports(rt) == 1
+    assert await lead_import.purge_imports(rt) == 1 and await staged(rt) == 0
+    assert len(await leads(rt)) == 2
+
+
 async def test_a_check_nobody_confirms_is_cancelled_after_a_day(rt):
     rt.clock = FrozenClock(WORKDAY_MORNING)
     report = await check(rt, csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
@@ -956,6 +968,22 @@ def test_cli_dry_run_leaves_no_names_or_phones_staged(tmp_path):
     with sqlite3.connect(tmp_path / "cli.db") as conn:
         assert conn.execute("SELECT count(*) FROM lead_import_rows").fetchone()[0] == 0
         assert conn.execute("SELECT state FROM lead_imports").fetchall() == [("cancelled",)]
+
+
+def test_cli_a_run_of_duplicates_only_leaves_nothing_staged(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "leads.csv"
+    path.write_bytes(csv_bytes([row("深圳示例科技有限公司", "13800001234")]))
+    assert run_cli(tmp_path, "leads", "import", str(path)).returncode == 0
+    done = run_cli(tmp_path, "leads", "import", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["written"], len(summary["duplicates"])) == (0, 1)
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        counts = conn.execute("SELECT import_id, count(*) FROM lead_import_rows "
+                              "GROUP BY import_id").fetchall()
+    assert [import_id for import_id, _ in counts] == [1]  # the first run's, for the sweep
 
 
 async def test_cli_progress_covers_the_hand_out_in_plain_lines_without_a_terminal(
