@@ -23,6 +23,7 @@ from handlers.assignment import (
 )
 from handlers.availability import unavailable_reason
 from handlers.matching import survivor_of
+from handlers.merging import carry_with_merges
 from handlers.normalize import company_keys
 from handlers.phones import mask_phone
 from storage.models import Assignment, Card, Customer, FollowUp, Lead, Member
@@ -462,8 +463,12 @@ async def _record_for_customer(ctx: Context, args: str) -> None:
             await ctx.reply(T_CUSTOMER_UNKNOWN.format(id=number))
             ctx.outcome = "no_customer"
             return
-        merged = T_CUSTOMER_MERGED.format(old=number, id=customer.id)
-        await _attach(ctx, customer, content, merged if customer.id != number else "")
+        if customer.id == number:
+            await _attach(ctx, customer, content)
+            return
+        row = await _attach(ctx, customer, content,
+                            T_CUSTOMER_MERGED.format(old=number, id=customer.id))
+        await carry_with_merges(ctx.session, "follow_ups", row.id, number)
         return
     found = await _customers_named(ctx, first)
     if len(found) == 1:
@@ -482,10 +487,14 @@ async def _record_for_customer(ctx: Context, args: str) -> None:
     await ctx.reply("\n".join(lines))
 
 
-async def _attach(ctx: Context, customer: Customer, content: str, prefix: str = "") -> None:
-    ctx.session.add(FollowUp(lead_id=None, customer_id=customer.id, member_id=ctx.member.id,
-                             kind="interaction", content=content, at=ctx.now))
+async def _attach(ctx: Context, customer: Customer, content: str,
+                  prefix: str = "") -> FollowUp:
+    row = FollowUp(lead_id=None, customer_id=customer.id, member_id=ctx.member.id,
+                   kind="interaction", content=content, at=ctx.now)
+    ctx.session.add(row)
+    await ctx.session.flush()
     await ctx.reply(prefix + T_RECORDED_CUSTOMER.format(id=customer.id, company=customer.company))
+    return row
 
 
 async def _may_record(ctx: Context, lead: Lead) -> bool:

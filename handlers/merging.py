@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import audit
-from handlers.matching import Group, groups_among
+from handlers.matching import MERGE_HOPS, Group, groups_among
 from scheduler.calendar import NO_EXTRA, CalendarExtra, add_working_days
 from storage.models import (
     Customer,
@@ -744,6 +744,27 @@ async def undo_merge(
            "restored": restored, "kept": kept}, now)
     log.info("merge %s undone: %s", merge.id, restored)
     return kept
+
+
+async def carry_with_merges(session: AsyncSession, table: str, row_id: int,
+                            addressed_id: int) -> None:
+    """A row written to a merged-away customer's number lands on its survivor; each merge
+    on the way records it as moved, so undoing the merges takes the row back to the
+    customer it was written for."""
+    current = addressed_id
+    for _ in range(MERGE_HOPS):
+        customer = await session.get(Customer, current)
+        if customer is None or customer.status != "merged" or customer.merged_into_id is None:
+            return
+        merges = (await session.scalars(
+            select(Merge).where(Merge.survivor_id == customer.merged_into_id,
+                                Merge.undone_at.is_(None))
+            .order_by(Merge.id.desc()).with_for_update())).all()
+        merge = next((m for m in merges if current in m.merged_ids), None)
+        if merge is None:
+            return
+        merge.moved = {**merge.moved, table: [*merge.moved.get(table, []), [row_id, current]]}
+        current = customer.merged_into_id
 
 
 # ---- the duplicate rate ---------------------------------------------------------------------

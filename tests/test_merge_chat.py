@@ -695,6 +695,35 @@ async def test_an_undo_waits_for_a_later_merge_and_keeps_a_field_changed_since(c
     ]
 
 
+async def test_an_interaction_written_to_a_merged_away_number_goes_back_with_the_undo(chat):
+    await _many_groups(chat, 2)
+    await chat.add_members({"name": "周敏", "role": "service"})
+    cards = [m for m in await scan_on_console(chat) if m.card is not None]
+    for card in cards:  # #2 into #1, then #4 into #3
+        await chat.click("管理员甲", card.button("合并"), card.card_id)
+    async with chat.rt.sessions() as session, session.begin():  # and #3 by hand into #1
+        third = await session.get(Customer, 3)
+        third.status, third.merged_into_id = "merged", 1
+        session.add(Merge(survivor_id=1, merged_ids=[3], merged_before={
+            "3": {"status": "active", "merged_into_id": None}}, moved={}))
+    [reply] = await chat.say("周敏", "记录 客户#4 客户来电咨询售后")
+    assert reply.text.startswith("客户 #4 已合并到客户 #1，已把这次互动记录到客户 #1")
+    [reply] = await chat.say("周敏", "记录 客户#2 寄出样品")
+    assert reply.text.startswith("客户 #2 已合并到客户 #1")
+
+    async def where() -> dict[str, int]:
+        async with chat.rt.sessions() as session:
+            return dict((await session.execute(
+                select(FollowUp.content, FollowUp.customer_id))).all())
+
+    assert await where() == {"客户来电咨询售后": 1, "寄出样品": 1}
+    await chat.say("管理员甲", "/撤销合并 3")  # #3 apart again, with what was meant for #4
+    assert await where() == {"客户来电咨询售后": 3, "寄出样品": 1}
+    await chat.say("管理员甲", "/撤销合并 2")
+    await chat.say("管理员甲", "/撤销合并 1")
+    assert await where() == {"客户来电咨询售后": 4, "寄出样品": 2}
+
+
 async def test_a_big_groups_notice_names_ten_records_and_counts_the_rest(chat):
     from storage.models import Outgoing
 
