@@ -41,10 +41,11 @@ async def known_enquiries(session: AsyncSession, external_ids: list[str]) -> dic
 
 async def record_enquiry(
     session: AsyncSession, rt: Runtime, data: LeadInput, kind: str, object_id: int,
-    now: datetime, *, origin: str, notify: bool = True,
+    now: datetime, *, origin: str, notify: bool = True, told: Member | None = None,
 ) -> Enquiry:
     """Keep the post as an enquiry on the record; tell its owner (for a lost lead, the
-    manager, who may reopen it). A lead still in the queue needs nobody told."""
+    manager, who may reopen it), unless that is `told`, who was answered already. A lead
+    still in the queue needs nobody told."""
     values = {"company": data.company, "contact": data.contact, "phone": data.phone,
               "email": data.email, "industry": data.industry, "urgency": data.urgency,
               "source": data.source, "note": data.note}
@@ -53,7 +54,8 @@ async def record_enquiry(
     session.add(enquiry)
     if notify:
         for member, text in await _messages(session, rt, data, kind, object_id):
-            await enqueue(session, rt, member, text)
+            if told is None or member.id != told.id:
+                await enqueue(session, rt, member, text)
     return enquiry
 
 

@@ -20,6 +20,7 @@ from cards.model import Button, CardField, CardModel
 from config.settings import Settings
 from handlers.assignment import lead_fields
 from handlers.customers import Match, check_door, lead_keys, load_match, lock_door
+from handlers.enquiries import record_enquiry
 from handlers.intake import (
     DRAFT,
     URGENCIES,
@@ -348,6 +349,13 @@ async def link_draft(ctx: Context, object_id: str) -> None:
               {"company": lead.company, "contact": lead.contact, "phone": lead.phone},
               {"linked_to": f"{'customer' if isinstance(found, Customer) else 'lead'}:"
                             f"{found.id}"})
+    # The customer came back: kept as an enquiry on the record, its owner told.
+    data = LeadInput(company=lead.company, contact=lead.contact,
+                     phone=lead.phone or lead.landline, industry=lead.industry,
+                     urgency=lead.urgency, source=lead.source, email=lead.email, note=lead.note)
+    await record_enquiry(ctx.session, ctx.rt, data,
+                         "customer" if isinstance(found, Customer) else "lead", found.id,
+                         ctx.now, origin="chat", told=ctx.member)
     await _close_similar(ctx, lead, T_LINKED_STATUS.format(kind=kind, id=found.id))
     await ctx.clear_expectation("tags", lead.id)
     await ctx.session.execute(delete(LeadStatusChange).where(LeadStatusChange.lead_id == lead.id))

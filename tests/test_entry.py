@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from handlers.entry import EntryError, parse_entry
 from handlers.intake import URGENCIES
-from storage.models import Customer, Lead, LeadStatusChange
+from storage.models import Customer, Enquiry, Lead, LeadStatusChange
 
 CHOICES = {
     "urgency": URGENCIES,
@@ -234,9 +234,27 @@ async def test_a_similar_lead_gets_the_card_and_link_stores_nothing_new(chat):
     assert reply.text == ("已关联到线索 #1（深圳示例科技 · 张伟 · 138****1234，负责人 王芳），"
                           "没有新建线索。")
     assert [lead.id for lead in await _leads(chat)] == [1]
+    # the owner hears that the customer came back, and the enquiry is kept on lead #1
+    assert (await chat.inbox("王芳"))[-1].text == (
+        "客户再次来询：示例科技(深圳)有限公司 · 张总 · 138****1234（来源：-）。"
+        "已记在线索 #1 下，没有新建线索。")
+    async with chat.rt.sessions() as session:
+        [enquiry] = (await session.scalars(select(Enquiry))).all()
+    assert (enquiry.kind, enquiry.object_id, enquiry.origin) == ("lead", 1, "chat")
     [again] = await chat.click("赵强", card.button("仍然"), card.card_id)
     assert again.text == "没有找到线索 #2。"  # the draft is gone: the click changes nothing
     assert [lead.id for lead in await _leads(chat)] == [1]
+
+
+async def test_linking_to_my_own_lead_keeps_the_enquiry_without_telling_me_twice(chat):
+    await chat.add_members(*ROSTER)
+    await chat.say("王芳", "新线索 深圳示例科技 张伟 13800001234 高 工业 展会")
+    [card] = await chat.say("王芳", "新线索 示例科技（深圳）有限公司 张总 +86 138-0000-1234")
+    [reply] = await chat.click("王芳", card.button("关联"), card.card_id)
+    assert reply.text.startswith("已关联到线索 #1")
+    assert not [m for m in await chat.inbox("王芳") if "客户再次来询" in (m.text or "")]
+    async with chat.rt.sessions() as session:
+        assert len((await session.scalars(select(Enquiry))).all()) == 1
 
 
 async def test_create_anyway_goes_on_as_a_new_lead(chat):
