@@ -100,6 +100,8 @@ DIGEST_IDS = 5
 # the link to them lives (bot.uploads: 72 hours), then deleted.
 CHECKED_KEEP = timedelta(hours=24)
 PROBLEMS_KEEP = timedelta(hours=72)
+# Numbers written into one cell one after another: 13800000001/13800000002.
+_SEVERAL = re.compile(r"\s*[/／、,，;；|\n]\s*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
@@ -123,12 +125,14 @@ T_LOST_ZERO_ONLY = "疑似丢失区号前导0，号码已记入备注待核对�
 T_NOT_LANDLINE = "应为带区号的座机号，这是手机号"
 T_SECOND_MOBILE = "第二个手机号，已记入备注"
 T_SECOND_MOBILE_NOTE = "另一个手机号：{number}"
+T_SEVERAL_NUMBERS = "一格里有多个号码，第一个已使用，其余已记入备注"
+T_OTHER_NUMBER_NOTE = "另一个号码：{number}"
 T_EXCEL_ERROR = "是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
 T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
 T_DATE_RANGE = "日期超出范围（{low}–{high} 年）"
-T_DATE_FUTURE = "日期不能晚于今天（{today}）"
+T_DATE_FUTURE = "日期不能晚于明天（{tomorrow}）"
 T_UNKNOWN_DEFAULT = "--default 的字段“{field}”不存在（可用：{fields}）"
 T_BAD_DEFAULT = "--default {field}={value} 无效：{reason}"
 T_DEFAULT_FORM = "--default 应写作 字段=值，例如 --default 来源=展会"
@@ -280,12 +284,25 @@ def _lost_zero(text: str) -> bool:
         return False
 
 
-def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]]) -> Phone | None:
+def _phone(value: CellValue, name: str, warnings: list[tuple[str, str]],
+           others: list[str]) -> Phone | None:
+    """The cell's number; of several (13800000001/13800000002), the first, the rest
+    added to `others` for the note."""
     if _blank(value):
         return None
     text = cell_text(int(value) if isinstance(value, float) and value.is_integer() else value)
     if text is None:
         return None
+    parts = [part for part in _SEVERAL.split(text) if part]
+    if len(parts) > 1:
+        try:
+            phones = [parse_phone(part) for part in parts]
+        except PhoneError:
+            pass  # not a list of numbers: read whole, and refused with its reason
+        else:
+            warnings.append((name, T_SEVERAL_NUMBERS))
+            others.extend(phone.stored for phone in phones[1:])
+            return phones[0]
     if _lost_zero(text):
         warnings.append((name, T_LOST_ZERO))  # for review: never guessed
         return None
@@ -338,8 +355,8 @@ def parse_date(
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     if latest is not None and value >= latest:
-        today = (latest.astimezone(zone) - timedelta(days=2)).date()
-        raise CellError(T_DATE_FUTURE.format(today=today.isoformat()))
+        tomorrow = (latest.astimezone(zone) - timedelta(days=1)).date()
+        raise CellError(T_DATE_FUTURE.format(tomorrow=tomorrow.isoformat()))
     return value.astimezone(UTC)
 
 
@@ -396,11 +413,12 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         if values.get(name) is None or (name != "employees" and _blank(values.get(name))):
             values[name] = default
     warnings: list[tuple[str, str]] = []
+    others: list[str] = []  # numbers after the first in a cell
     parsers: dict[str, Callable[[CellValue], Any]] = {
         "company": lambda v: _text(v, "company"),
         "contact": lambda v: _text(v, "contact"),
-        "phone": lambda v: _phone(v, "phone", warnings),
-        "landline": lambda v: _phone(v, "landline", warnings),
+        "phone": lambda v: _phone(v, "phone", warnings, others),
+        "landline": lambda v: _phone(v, "landline", warnings, others),
         "email": _email,
         "industry": lambda v: _tag(v, rules.industries),
         "urgency": lambda v: _tag(v, URGENCIES),
@@ -426,7 +444,7 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
         if name in parsed and parsed[name] is None:
             refusals.append((name, T_REQUIRED))
     mobile, landline = parsed.get("phone"), parsed.get("landline")
-    kept: list[str] = []  # lines the note gains, for the rep to check
+    kept = [T_OTHER_NUMBER_NOTE.format(number=n) for n in others]  # lines the note gains
     if landline is not None and landline.kind != "landline":
         if mobile is None and "phone" not in {name for name, _ in refusals}:
             mobile, landline = landline, None  # 电话 beside 手机 held a mobile: use it

@@ -197,6 +197,20 @@ def test_a_mobile_in_the_second_phone_column_is_the_phone_when_there_is_none():
         ([], "13800001234", None)
 
 
+@pytest.mark.parametrize("cell", ["13700000023/13700000024", "13700000023、137-0000-0024",
+                                  "13700000023 ; 0755-12345678"])
+def test_several_numbers_in_one_cell_keep_the_first_and_note_the_rest(cell):
+    checked = one({"phone": cell, "note": "展会第二天"})
+    assert checked.refusals == []
+    assert checked.lead["phone"] == "13700000023"
+    other = "0755" + "12345678" if "0755" in cell else "13700000024"
+    assert checked.lead["note"] == f"展会第二天\n另一个号码：{other}"
+    assert checked.warnings == [("phone", "一格里有多个号码，第一个已使用，其余已记入备注")]
+    # a list that is not all numbers is read whole, and refused with the reason
+    assert one({"phone": "13700000023/分机"}).refusals == [
+        ("phone", "号码含有无法识别的字符")]
+
+
 def test_two_mobiles_in_one_row_keep_the_first_as_the_phone_and_the_second_in_the_note():
     # 手机 and 电话 side by side, both mobiles (电话 fills the landline column).
     table = read_table(csv_bytes([[*row("深圳示例科技有限公司", "13300001111"), "13300002222"]],
@@ -279,7 +293,7 @@ def test_a_first_contact_after_tomorrow_is_refused_as_in_the_future():
     latest = lead_import.latest_date(now, SHANGHAI)
     assert parse_date("2026-12-03 23:59", SHANGHAI, latest) is not None  # a day of slack
     for cell in ("2026-12-04", "2099-01-01", 73051):  # 73051 is 2099-12-31
-        with pytest.raises(CellError, match="^日期不能晚于今天（2026-12-02）$"):
+        with pytest.raises(CellError, match="^日期不能晚于明天（2026-12-03）$"):
             parse_date(cell, SHANGHAI, latest)
 
 
