@@ -751,8 +751,9 @@ def merged_ranges(book, worksheet) -> list[tuple[int, int, int, int]]:  # noqa: 
 def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
     """The sheet's rows, at most MAX_COLUMNS cells each, merged ranges filled.
 
-    A merged range shows its top-left value in every cell: exactly those cells are filled,
-    and marked as inherited; a row with no value of its own is blank. Ranges are followed
+    A merged range's top-left value fills the cells below it in its first column, marked
+    as inherited, and the rest of the range is empty; a row with no value of its own is
+    blank. Ranges are followed
     row by row (sorted by their first row), so a range covering a million rows costs
     nothing until those rows are read. Reading stops after BLANK_RUN blank rows.
     """
@@ -779,9 +780,12 @@ def _worksheet_grid(book, worksheet) -> Grid:  # noqa: ANN001
                     values.extend([None] * (c2 - len(values)))
                 if number == r1:
                     top_left[(r1, c1)] = values[c1 - 1]
+                # Down its first column, as the rows below share the value; the columns
+                # to its right are empty, as Excel keeps them (a range over 行业 and
+                # 紧急程度 does not give 紧急程度 the 行业).
                 for col in range(c1, c2 + 1):
                     if (number, col) != (r1, c1):
-                        values[col - 1] = top_left.get((r1, c1))
+                        values[col - 1] = top_left.get((r1, c1)) if col == c1 else None
                         inherited.add(col - 1)
         cells = [xlsx_cell(value) for value in values]
         if any(c is not None for i, c in enumerate(cells) if i not in inherited):

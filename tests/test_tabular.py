@@ -143,6 +143,18 @@ def test_merged_cells_are_filled_from_their_top_left_and_plain_blanks_stay_blank
     assert rows[1].values["phone"] is None
 
 
+def test_a_range_merged_across_columns_fills_only_down_its_first_column():
+    data = xlsx_bytes([
+        ["客户名称", "手机", "负责人", "员工数"],
+        ["深圳示例科技有限公司", "13800000000", "张三", None],
+        ["广州样例贸易有限公司", "13900000000", None, None],
+    ], merge=["C2:D3"])
+    rows = read_table(data, "leads.xlsx", COLUMNS).rows
+    # Excel shows 张三 once over both columns: 员工数 is empty, not 张三
+    assert [(r.values["owner"], r.values["employees"]) for r in rows] == [
+        ("张三", None), ("张三", None)]
+
+
 def test_blank_trailing_xlsx_rows_are_not_rows():
     book = Workbook()
     sheet = book.active
