@@ -41,7 +41,7 @@ T_XLSX_AS_CSV = "文件内容是 xlsx 表格，扩展名却是“{ext}”，请�
 T_SHEET_IN_CSV = "csv 文件只有一张表，不能指定工作表“{name}”"
 T_ZIP_BOMB = "解压后异常大（{part} 压缩比 {ratio}:1），疑似压缩炸弹，已拒绝读取"
 T_TOO_BIG = "解压后超过 {mb} MB，请拆分成几个文件分别导入"
-T_CSV_CELL = "第 {row} 行有单元格超过 {limit} 个字符"
+T_CSV_CELL = "第 {row} 行有单元格超过 {limit} 个字符（也可能是某个引号没有成对）"
 
 T_WHOLE = "应为不小于0的整数"
 T_PLACEHOLDER = "应为不小于0的整数，不能是占位符“{text}”"
