@@ -77,6 +77,7 @@ T_ROUTED = "线索 #{id}（{company}）已录入，已分给 {rep}。"
 T_QUEUED = "线索 #{id}（{company}）已录入，暂无可接单的销售，已进入待分配队列。"
 T_NO_LEAD = "没有找到线索 #{id}。"
 T_STALE = "这张卡片已经失效：线索 #{id} 的标签已经补全。"
+T_SIMILAR_STALE = "这张卡片已经处理过了（线索 #{id}），这次点击没有改变任何内容。"
 T_NOT_YOURS = "线索 #{id} 不是您录入的，不能补全它的标签。"
 T_BAD_CHOICE = "没有「{text}」这个{field}。请点选卡片上的按钮，或回复：{choices}"
 FIELD_NAMES = {"urgency": "紧急程度", "industry": "行业", "source": "来源渠道"}
@@ -332,7 +333,8 @@ async def link_draft(ctx: Context, object_id: str) -> None:
     """link: the typed lead is the record the card showed; the draft goes, nothing new
     is stored, and the rep hears whose it is."""
     card = await ctx.clicked_card()
-    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed")
+    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed",
+                           stale=T_SIMILAR_STALE)
     if lead is None:
         return
     [check] = await check_door(ctx.session, [lead_keys(lead)], exclude=[("lead", lead.id)])
@@ -369,7 +371,8 @@ async def link_draft(ctx: Context, object_id: str) -> None:
 async def create_anyway(ctx: Context, object_id: str) -> None:
     """create: the rep says the typed lead is someone else; it goes on as any new lead."""
     card = await ctx.clicked_card()
-    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed")
+    lead = await _my_draft(ctx, object_id, closed=card is not None and card.state == "closed",
+                           stale=T_SIMILAR_STALE)
     if lead is None:
         return
     ctx.audit("lead.create_anyway", "lead", lead.id, None, {"company": lead.company})
@@ -406,7 +409,8 @@ async def _announce(ctx: Context, lead: Lead) -> None:
         await ctx.reply(T_QUEUED.format(id=lead.id, company=lead.company))
 
 
-async def _my_draft(ctx: Context, object_id: str, closed: bool = False) -> Lead | None:
+async def _my_draft(ctx: Context, object_id: str, closed: bool = False,
+                    stale: str = T_STALE) -> Lead | None:
     """The draft whose tags the sender may fill, or None after a polite answer."""
     lead = await ctx.session.get(Lead, int(object_id)) if is_number(object_id) else None
     if lead is None:
@@ -414,7 +418,7 @@ async def _my_draft(ctx: Context, object_id: str, closed: bool = False) -> Lead 
         ctx.outcome = "no_lead"
         return None
     if lead.status != DRAFT or closed:
-        await ctx.reply(T_STALE.format(id=lead.id))
+        await ctx.reply(stale.format(id=lead.id))
         ctx.outcome = "stale"
         return None
     if lead.created_by_id != ctx.member.id:

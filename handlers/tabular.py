@@ -85,6 +85,10 @@ PLACEHOLDERS = frozenset({"-", "—", "–", "--", "——", "/", "无", "n/a", 
 # What Excel shows (and a csv saved from Excel holds) where a formula failed.
 EXCEL_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A",
                           "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!"})
+# A formula cell saved without its result (files written by programs, never by Excel: no
+# <v>, or an empty one in a number cell, as a number cannot be empty): the reader gives this
+# instead of an empty cell, so the row is refused, not read as blank.
+UNCOMPUTED = "#UNCOMPUTED!"
 
 
 class TableError(Exception):
@@ -524,6 +528,7 @@ class _RowParser:
         self.size = 0
         self.taking = False  # inside <v>, or a <t> of an inline string outside <rPh>
         self.inline = self.phonetic = 0
+        self.formula = self.cached = False  # the cell holds <f>, <v>
         self.locals: dict[str, str] = {}  # element name as written → without its prefix
         parser = expat.ParserCreate()  # namespaces unprocessed: a prefix is cut off below
         parser.buffer_text = True
@@ -548,8 +553,11 @@ class _RowParser:
             self.style = int(style) if style else 0
             self.pieces.clear()
             self.size = 0
+            self.formula = self.cached = False
+        elif local == "f":
+            self.formula = True
         elif local == "v":
-            self.taking = True
+            self.taking = self.cached = True
         elif local == "t":
             self.taking = self.inline > 0 and not self.phonetic
         elif local == "is":
@@ -573,6 +581,8 @@ class _RowParser:
         elif local == "c":
             if self.column <= MAX_COLUMNS:
                 value = self.value()
+                if value is None and self.formula and (not self.cached or self.kind == "n"):
+                    value = UNCOMPUTED
                 if value is not None:
                     if len(self.values) < self.column:
                         self.values.extend([None] * (self.column - len(self.values)))

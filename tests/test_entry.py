@@ -267,6 +267,8 @@ async def test_create_anyway_goes_on_as_a_new_lead(chat):
     assert {f.label: f.value for f in card.card.fields}["相同之处"] == "手机、公司、联系人都相同"
     [ask] = await chat.click("陈静", card.button("仍然"), card.card_id)
     assert ask.card.title == "补全线索 #1 的标签"  # the one tag still missing
+    [late] = await chat.click("陈静", card.button("关联"), card.card_id)  # a second tap
+    assert late.text == "这张卡片已经处理过了（线索 #1），这次点击没有改变任何内容。"
     await chat.click("陈静", ask.button("展会"), ask.card_id)
     [lead] = await _leads(chat)
     # marketing's lead goes through the engine

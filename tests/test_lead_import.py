@@ -278,6 +278,17 @@ def test_excel_error_values_are_refused_for_their_field_with_the_code(code):
     assert checked.refusals == [("phone", reason), ("note", reason), ("employees", reason)]
 
 
+async def test_a_formula_saved_without_its_result_is_refused_not_read_as_empty(rt):
+    # openpyxl, like other programs, saves a formula without computing it; Excel never does
+    header = ["客户名称", "联系人", "手机", "座机", "行业", "紧急程度", "来源", "备注"]
+    rows = [["深圳示例科技有限公司", "张三", "=TEXT(13800000000,\"0\")", None, *TAGS,
+             '=B2&"的备注"']]
+    report = await check(rt, xlsx_bytes(rows, header), "leads.xlsx")
+    reason = "是没有计算结果的公式，请用 Excel 打开、保存后再导入，或改成实际内容"
+    assert report.rejected == [{"row": 2, "field": "phone", "reason": reason},
+                               {"row": 2, "field": "note", "reason": reason}]
+
+
 def test_a_company_of_only_a_zero_width_space_is_not_filled():
     assert one({"company": "\u200b", "phone": 13800000000}).refusals == [("company", "必填")]
 
