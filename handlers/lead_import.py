@@ -33,9 +33,7 @@ from handlers.matching import KeyIndex, MatchKeys, keys_for, stored_by_keys
 from handlers.phones import Phone, PhoneError, parse_phone
 from handlers.tabular import (
     BLANK_RUN,
-    EXCEL_ERRORS,
     PLACEHOLDERS,
-    UNCOMPUTED,
     CellError,
     CellValue,
     Column,
@@ -44,6 +42,7 @@ from handlers.tabular import (
     cell_text,
     clean_header,
     clean_text,
+    formula_trouble,
     read_table,
     whole_number,
 )
@@ -128,8 +127,6 @@ T_SECOND_MOBILE = "第二个手机号，已记入备注"
 T_SECOND_MOBILE_NOTE = "另一个手机号：{number}"
 T_SEVERAL_NUMBERS = "一格里有多个号码，第一个已使用，其余已记入备注"
 T_OTHER_NUMBER_NOTE = "另一个号码：{number}"
-T_EXCEL_ERROR = "是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
-T_UNCOMPUTED = "是没有计算结果的公式，请用 Excel 打开、保存后再导入，或改成实际内容"
 T_NO_OWNER = "名单中没有“{name}”"
 T_OWNER_NOT_REP = "“{name}”不是在职的销售，不能作为负责人"
 T_DATE = "无法识别的日期（应为 2024-01-03、2024/01/03、20240103 或 Excel 日期）"
@@ -435,11 +432,9 @@ def check_row(row: TableRow, rules: Rules) -> CheckedRow:
     refusals: list[tuple[str, str]] = []
     for name, parse in parsers.items():
         value = values.get(name)
-        if value == UNCOMPUTED:
-            refusals.append((name, T_UNCOMPUTED))
-            continue
-        if isinstance(value, str) and clean_text(value).upper() in EXCEL_ERRORS:
-            refusals.append((name, T_EXCEL_ERROR.format(code=clean_text(value).upper())))
+        trouble = formula_trouble(value)
+        if trouble is not None:
+            refusals.append((name, trouble))
             continue
         try:
             parsed[name] = parse(value)

@@ -34,6 +34,7 @@ from handlers.tabular import (
     TableError,
     TableRow,
     cell_text,
+    formula_trouble,
     read_table,
     read_table_file,
     whole_number,
@@ -251,6 +252,10 @@ def check_row(
         "channel": lambda v: _choice(v, CHANNELS, T_CHANNEL, ""),
     }
     for name, parse in parsers.items():
+        trouble = formula_trouble(values.get(name))
+        if trouble is not None:
+            refusals.append(Refusal(row.number, name, trouble))
+            continue
         try:
             parsed[name] = parse(values.get(name))
         except CellError as exc:

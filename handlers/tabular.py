@@ -26,6 +26,8 @@ from xml.parsers import expat
 CellValue = str | int | float | datetime | date | time | bool | None
 
 T_UNREADABLE = "无法读取文件：{why}"
+T_EXCEL_ERROR = "是 Excel 的错误值“{code}”（公式出错），请改成实际内容"
+T_UNCOMPUTED = "是没有计算结果的公式，请用 Excel 打开、保存后再导入，或改成实际内容"
 T_UNKNOWN_FORMAT = "不支持的文件格式“{ext}”，请使用 .xlsx 或 .csv"
 T_XLS = "不支持旧版 .xls 格式，请在 Excel 中另存为 .xlsx 或 .csv"
 T_ENCRYPTED = "文件已加密或是旧版 .xls 格式，请取消密码并另存为 .xlsx 或 .csv"
@@ -89,6 +91,16 @@ EXCEL_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#N
 # <v>, or an empty one in a number cell, as a number cannot be empty): the reader gives this
 # instead of an empty cell, so the row is refused, not read as blank.
 UNCOMPUTED = "#UNCOMPUTED!"
+
+
+def formula_trouble(value: object) -> str | None:
+    """Why a cell holds no value of its own: an Excel error (#N/A …) or a formula never
+    computed; None for any other cell."""
+    if value == UNCOMPUTED:
+        return T_UNCOMPUTED
+    if isinstance(value, str) and clean_text(value).upper() in EXCEL_ERRORS:
+        return T_EXCEL_ERROR.format(code=clean_text(value).upper())
+    return None
 
 
 class TableError(Exception):

@@ -124,6 +124,20 @@ async def test_an_xlsx_roster_with_number_cells(rt):
         "13800000021", 3, ["education"])
 
 
+async def test_error_values_and_uncomputed_formulas_are_refused_by_name(rt):
+    book = Workbook()
+    sheet = book.active
+    sheet.append(HEADER)
+    sheet.append(["陈静", "rep", "#N/A", None, "=A2", None, None, None, None, None, None])
+    out = io.BytesIO()
+    book.save(out)
+    result = await import_roster(rt, out.getvalue(), "team.xlsx")
+    assert [(r.row, r.field, r.reason) for r in result.rejected] == [
+        (2, "wecom_userid", "是 Excel 的错误值“#N/A”（公式出错），请改成实际内容"),
+        (2, "mobile", "是没有计算结果的公式，请用 Excel 打开、保存后再导入，或改成实际内容")]
+    assert result.written == 0
+
+
 async def test_rows_can_be_imported_without_a_file(rt):
     result = await import_roster_rows(rt, [
         {"name": "周敏", "role": "marketing", "mobile": "13800000031"},
