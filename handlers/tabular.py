@@ -34,6 +34,8 @@ T_ENCRYPTED = "文件已加密或是旧版 .xls 格式，请取消密码并另�
 T_BAD_XLSX = "不是有效的 .xlsx 文件"
 T_NO_SHEET = "找不到工作表“{name}”（有：{names}）"
 T_EMPTY_FILE = "文件是空的"
+T_ONLY_HIDDEN = ("没有读到数据行，数据可能在隐藏的工作表“{names}”里：请在 Excel 中取消隐藏"
+                 "（命令行也可以用 --sheet 指定）")
 T_NO_HEADER = "找不到表头行（前 {n} 行中没有可识别的列名）"
 T_MISSING = "缺少必需的列：{names}"
 T_TOO_MANY_ROWS = "文件超过 {limit} 行（第 {row} 行仍有内容），请拆分成几个文件分别导入"
@@ -275,7 +277,21 @@ def read_table(
                 # range carried down into a row that has none of its own.
                 continue
             rows.append(TableRow(entry.number, values))
+    if not rows and sheet is None and Path(filename).suffix.lower() in XLSX_EXTENSIONS:
+        hidden = hidden_sheets(data)
+        if hidden:  # the rows were meant, and sit where only --sheet reads
+            raise TableError(T_UNREADABLE.format(why=T_ONLY_HIDDEN.format(
+                names="”“".join(hidden))))
     return Table(number, list(positions), rows, ignored, repeated, stopped_at)
+
+
+def hidden_sheets(data: bytes) -> list[str]:
+    """The names of a workbook's hidden sheets."""
+    book = _open_workbook(data)
+    try:
+        return [ws.title for ws in book.worksheets if ws.sheet_state != "visible"]
+    finally:
+        book.close()
 
 
 def _header_positions(

@@ -434,6 +434,17 @@ def test_a_hidden_sheet_is_read_only_when_named():
     assert only_row(named)[1]["company"] == "旧公司"
 
 
+def test_rows_only_on_a_hidden_sheet_are_named_not_read_as_an_empty_file():
+    header = ["客户名称", "手机"]
+    data = sheets_book(("线索", [header], "visible"),
+                       ("名单", [header, ["甲公司", "13800000001"]], "hidden"))
+    with pytest.raises(TableError, match="数据可能在隐藏的工作表“名单”里"):
+        read_table(data, "a.xlsx", COLUMNS)
+    assert only_row(read_table(data, "a.xlsx", COLUMNS, sheet="名单"))[1]["company"] == "甲公司"
+    # a header alone, nothing hidden: an empty table, as before
+    assert read_table(sheets_book(("线索", [header], "visible")), "a.xlsx", COLUMNS).rows == []
+
+
 def test_a_sheet_of_instructions_naming_the_columns_gives_way_to_the_data():
     instructions = [["列名", "说明"], ["客户名称", "必填，客户公司的全称"],
                     ["手机", "必填，11位手机号"], ["座机", "选填，带区号"]]
