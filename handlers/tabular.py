@@ -40,6 +40,9 @@ T_NO_HEADER = "找不到表头行（前 {n} 行中没有可识别的列名）"
 T_MISSING = "缺少必需的列：{names}"
 T_TOO_MANY_ROWS = "文件超过 {limit} 行（第 {row} 行仍有内容），请拆分成几个文件分别导入"
 T_BAD_TEXT = "无法识别文件的文字编码"
+T_BAD_TEXT_AT = ("无法识别文件的文字编码：第 {line} 行附近的文字既不是 UTF-8 也不是 GBK"
+                 "（可能混入了另一种编码的内容），请在 Excel 中另存为“CSV UTF-8”")
+T_NUL_AT = "第 {line} 行含有空字符（\\0），不像是文本文件，请在 Excel 中另存为 .csv 或 .xlsx"
 T_NOT_FOUND = "找不到文件 {path}"
 T_XLSX_AS_CSV = "文件内容是 xlsx 表格，扩展名却是“{ext}”，请把扩展名改为 .xlsx 后重新导入"
 T_SHEET_IN_CSV = "csv 文件只有一张表，不能指定工作表“{name}”"
@@ -362,18 +365,31 @@ def iter_grid(
 
 
 def decode_text(data: bytes) -> str:
-    """BOM first (UTF-8, UTF-16), then strict UTF-8, then GB18030 (a superset of GBK)."""
+    """BOM first (UTF-8, UTF-16), then strict UTF-8, then GB18030 (a superset of GBK).
+
+    A file that is UTF-8 up to a line of another encoding (rows pasted from a GBK file)
+    is refused naming that line: read as GB18030 it would turn to nonsense instead."""
     if data.startswith(codecs.BOM_UTF8):
         candidates = [(data[len(codecs.BOM_UTF8):], "utf-8")]
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         candidates = [(data, "utf-16")]
     else:
-        candidates = [(data, "utf-8"), (data, "gb18030")]
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if not data[:exc.start].isascii():  # Chinese read as UTF-8 before it
+                line = data.count(b"\n", 0, exc.start) + 1
+                raise TableError(T_UNREADABLE.format(
+                    why=T_BAD_TEXT_AT.format(line=line))) from None
+            candidates = [(data, "gb18030")]
     for raw, encoding in candidates:
         try:
             return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+        except UnicodeDecodeError as exc:
+            if encoding == "gb18030":
+                line = data.count(b"\n", 0, exc.start) + 1
+                raise TableError(T_UNREADABLE.format(
+                    why=T_BAD_TEXT_AT.format(line=line))) from None
     raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT))
 
 
@@ -406,7 +422,8 @@ def _records(text: str, delimiter: str, limit: int | None = None) -> list[list[s
 def _csv_grid(data: bytes) -> Grid:
     text = decode_text(data)
     if "\x00" in text:
-        raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT))
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise TableError(T_UNREADABLE.format(why=T_NUL_AT.format(line=line)))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
     # Excel shows one record as one row, even when a quoted cell holds a line break.
     number = blank = 0
