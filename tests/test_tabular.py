@@ -59,11 +59,12 @@ def test_gbk_csv_from_chinese_excel_reads_one_row():
 
 
 def test_a_line_of_another_encoding_or_a_nul_byte_names_its_line():
-    lines = ["客户名称,电话", "深圳示例科技有限公司,13800000000", "广州样例贸易有限公司,13800000001"]
+    lines = ["客户名称,电话", "深圳示例科技有限公司,13800000000",
+             "广州样例贸易有限公司,13800000001"]
     mixed = "\n".join(lines[:2]).encode() + b"\n" + lines[2].encode("gbk") + b"\n"
     with pytest.raises(TableError, match="第 3 行附近的文字既不是 UTF-8 也不是 GBK"):
         read_table(mixed, "leads.csv", COLUMNS)
-    nul = "\n".join(lines).encode().replace("13800000001".encode(), b"1380000\x000001")
+    nul = "\n".join(lines).encode().replace(b"13800000001", b"1380000\x000001")
     with pytest.raises(TableError, match="第 3 行含有空字符"):
         read_table(nul, "leads.csv", COLUMNS)
 
