@@ -230,9 +230,8 @@ async def _create_batch(
                 views.append((view, created))
             elif data.external_id in enquired:
                 # The same post again (a retry): answered as the first time, kept once.
-                enquiry = enquired[data.external_id]
-                views.append((await _linked_view(session, Match(
-                    enquiry.kind, enquiry.object_id, 100, ["strong"], True)), False))
+                views.append((await _enquiry_view(session, enquired[data.external_id]),
+                              False))
             elif check.strong is not None:
                 views.append((await _linked_view(session, check.strong), False))
                 _remember(enquired, data, await record_enquiry(
@@ -264,6 +263,12 @@ def _similar(check: DoorCheck, stored: dict[int, tuple[Lead, bool]]) -> list[dic
             found.append(Match("lead", stored[position][0].id, score, reasons, False))
     found.sort(key=lambda m: (not m.strong, m.kind != "customer", -m.score, m.id))
     return [m.as_json() for m in found[:SIMILAR_SHOWN]]
+
+
+async def _enquiry_view(session: AsyncSession, enquiry: Enquiry) -> dict[str, Any]:
+    """A repeated post of an enquiry: answered with the record it was linked to."""
+    return await _linked_view(session, Match(enquiry.kind, enquiry.object_id, 100,
+                                             ["strong"], True))
 
 
 async def _linked_view(session: AsyncSession, match: Match) -> dict[str, Any]:
@@ -321,9 +326,7 @@ async def _known(rt: Runtime, external_id: str) -> dict[str, Any] | None:
         enquired = await known_enquiries(session, [external_id])
         if external_id not in enquired:
             return None
-        enquiry = enquired[external_id]
-        return await _linked_view(session, Match(enquiry.kind, enquiry.object_id, 100,
-                                                 ["strong"], True))
+        return await _enquiry_view(session, enquired[external_id])
 
 
 async def post_lead(request: web.Request) -> web.Response:

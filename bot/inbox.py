@@ -57,8 +57,9 @@ class Journal:
 
     @classmethod
     def for_database(cls, url: str) -> Journal | None:
-        database = make_url(url).database
-        if make_url(url).get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        parsed = make_url(url)
+        database = parsed.database
+        if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
             return None
         # The pid says whose it is; the token tells this process from an earlier one that
         # had the same pid (a container restarted).

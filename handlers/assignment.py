@@ -279,15 +279,20 @@ async def close_offer_card(
         await update_card(session, rt, card, CardModel.from_json(card.body).closed(status))
 
 
+async def active_admins(session: AsyncSession) -> list[Member]:
+    """The admins who have not left, in roster order."""
+    return list((await session.scalars(
+        select(Member).where(Member.role == "admin", Member.status != "left")
+        .order_by(Member.id))).all())
+
+
 async def manager_of(session: AsyncSession, member: Member) -> list[Member]:
     """The member's manager, or the admins when there is none."""
     if member.manager_id:
         manager = await session.get(Member, member.manager_id)
         if manager is not None and manager.status != "left":
             return [manager]
-    return list((await session.scalars(
-        select(Member).where(Member.role == "admin", Member.status != "left")
-    )).all())
+    return await active_admins(session)
 
 
 async def reroute(

@@ -18,6 +18,7 @@ from cards.model import Button, CardField, CardModel
 from handlers.assignment import lead_fields, manager_of
 from handlers.customers import convert_lead, lead_keys, lock_door, matching_customer
 from handlers.leads import STATUS_NAMES
+from handlers.matching import survivor_of
 from handlers.phones import mask_phone
 from storage.models import Approval, Customer, FollowUp, Lead, Member, PendingReply
 
@@ -28,7 +29,6 @@ router = Router("conversion")
 
 MIN_FOLLOW_UPS = 3  # PRODUCT: a lead becomes a customer after at least 3 logged follow-ups
 KIND = "conversion"
-MERGE_CHAIN = 20  # merged into a customer merged in turn: followed this far at most
 
 T_USAGE = "用法：/转化 线索号，例如：/转化 12"
 T_NO_LEAD = "没有找到线索 #{id}。"
@@ -277,12 +277,8 @@ async def _offered_customer(ctx: Context, approval: Approval, lead: Lead) -> Cus
     A card from before the offer was stored falls back to today's best match."""
     if approval.customer_id is None:
         return await matching_customer(ctx.session, lead)
-    customer = await ctx.session.get(Customer, approval.customer_id)
-    for _ in range(MERGE_CHAIN):
-        if customer is None or customer.status != "merged" or customer.merged_into_id is None:
-            break
-        customer = await ctx.session.get(Customer, customer.merged_into_id)
-    return customer if customer is not None and customer.status != "merged" else None
+    survivor_id = await survivor_of(ctx.session, approval.customer_id)
+    return await ctx.session.get(Customer, survivor_id) if survivor_id else None
 
 
 @router.action("reject")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.outbox import enqueue
-from handlers.assignment import manager_of
+from handlers.assignment import active_admins, manager_of
 from handlers.intake import LeadInput
 from handlers.lifecycle import last_owner
 from handlers.phones import mask_phone
@@ -79,7 +79,7 @@ async def _messages(
         text = T_ENQUIRY_LOST.format(**said | {"company": record.company})
         owner = await last_owner(session, record)
         return [(m, text) for m in await (manager_of(session, owner) if owner is not None
-                                          else _admins(session))]
+                                          else active_admins(session))]
     return []
 
 
@@ -90,7 +90,3 @@ async def _owner_or_manager(session: AsyncSession, member_id: int | None) -> lis
         return []
     return [member] if member.status != "left" else await manager_of(session, member)
 
-
-async def _admins(session: AsyncSession) -> list[Member]:
-    return list((await session.scalars(
-        select(Member).where(Member.role == "admin", Member.status != "left"))).all())

@@ -1306,14 +1306,14 @@ async def import_leads_cli(
             finally:
                 handing_out.end()
         if report.state == "checked":
-            # A dry run, or rows refused: nothing is written, the report is printed here
-            # and no link points at the staged rows, so none keeps its names and phones
-            # (a chat import keeps its problem rows for the download). A published
-            # import's rows go with the sweep, not in the time of this command.
             await cancel_import(rt, report.import_id, actor=None)
+        if report.state == "checked" or not report.written:
+            # A dry run, rows refused, or every row a duplicate: nothing is written, the
+            # report is printed here and no link points at the staged rows, so none keeps
+            # its names and phones (a chat import keeps its problem rows for the
+            # download). A published import's rows go with the sweep, not in the time of
+            # this command.
             await _delete_staged(rt, report.import_id, None)
-        elif not report.written:
-            await _delete_staged(rt, report.import_id, None)  # every row a duplicate
     finally:
         await rt.close()
     _print_report(report, dry_run)

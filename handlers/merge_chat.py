@@ -24,6 +24,7 @@ from bot.outbox import Markdown, enqueue, enqueue_teams, open_cards, update_card
 from bot.router import Router, is_number
 from bot.uploads import LIFETIMES
 from cards.model import Button, CardField, CardModel
+from handlers.assignment import active_admins
 from handlers.matching import scan_groups
 from handlers.merging import (
     MergeRefused,
@@ -401,12 +402,6 @@ async def _carded(
     return pairs
 
 
-async def _admins(session: AsyncSession) -> list[Member]:
-    return list((await session.scalars(
-        select(Member).where(Member.role == "admin", Member.status != "left")
-        .order_by(Member.id))).all())
-
-
 async def _send_cards(
     session: AsyncSession, rt: Runtime, admin: Member, proposals: Sequence[MergeProposal],
     records: dict[int, Record], names: dict[int, str], channel: str | None,
@@ -426,7 +421,7 @@ async def _send_review(
     session: AsyncSession, rt: Runtime, result: ScanResult, requester_id: int | None,
     channel: str | None,
 ) -> None:
-    admins = await _admins(session)
+    admins = await active_admins(session)
     carded = await _carded(session, [p.id for p in result.open],
                            rt.now() - LIFETIMES[PURPOSE])
     todo = {a.id: [p for p in result.open if (p.id, a.id) not in carded] for a in admins}
@@ -675,7 +670,7 @@ async def _card_split_off(ctx: Context, proposals: Sequence[MergeProposal]) -> N
         return
     records = await load_records(ctx.session, [int(i) for p in proposals for i in p.member_ids])
     names = await member_names(ctx.session, [r.values.get("owner_id") for r in records.values()])
-    for admin in await _admins(ctx.session):
+    for admin in await active_admins(ctx.session):
         prefer = ctx.event.channel if admin.id == ctx.member.id else None
         await _send_cards(ctx.session, ctx.rt, admin, proposals, records, names, prefer)
 

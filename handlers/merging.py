@@ -210,8 +210,8 @@ def regroup(group: Group, apart: Mapping[int, frozenset[int]]) -> list[Group]:
         if a != b:
             if any(apart.get(i, frozenset()) & b for i in a):
                 continue
-            a = b = a | b
-            joined.update(dict.fromkeys(a, a))
+            together = a | b
+            joined.update(dict.fromkeys(together, together))
         kept.append(pair)
     out: dict[int, Group] = {}
     for pair in sorted(kept):

@@ -42,7 +42,8 @@ T_TOO_MANY_ROWS = "文件超过 {limit} 行（第 {row} 行仍有内容），请
 T_BAD_TEXT = "无法识别文件的文字编码"
 T_BAD_TEXT_AT = ("无法识别文件的文字编码：第 {line} 行附近的文字既不是 UTF-8 也不是 GBK"
                  "（可能混入了另一种编码的内容），请在 Excel 中另存为“CSV UTF-8”")
-T_NUL_AT = "第 {line} 行含有空字符（\\0），不像是文本文件，请在 Excel 中另存为 .csv 或 .xlsx"
+T_NUL_AT = ("第 {line} 行含有空字符（一种看不见的特殊字符），文件可能已损坏或不是文本文件，"
+            "请在 Excel 中另存为 .csv 或 .xlsx")
 T_NOT_FOUND = "找不到文件 {path}"
 T_XLSX_AS_CSV = "文件内容是 xlsx 表格，扩展名却是“{ext}”，请把扩展名改为 .xlsx 后重新导入"
 T_SHEET_IN_CSV = "csv 文件只有一张表，不能指定工作表“{name}”"
@@ -370,27 +371,27 @@ def decode_text(data: bytes) -> str:
     A file that is UTF-8 up to a line of another encoding (rows pasted from a GBK file)
     is refused naming that line: read as GB18030 it would turn to nonsense instead."""
     if data.startswith(codecs.BOM_UTF8):
-        candidates = [(data[len(codecs.BOM_UTF8):], "utf-8")]
+        raw, encoding = data[len(codecs.BOM_UTF8):], "utf-8"
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        candidates = [(data, "utf-16")]
+        raw, encoding = data, "utf-16"
     else:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             if not data[:exc.start].isascii():  # Chinese read as UTF-8 before it
-                line = data.count(b"\n", 0, exc.start) + 1
-                raise TableError(T_UNREADABLE.format(
-                    why=T_BAD_TEXT_AT.format(line=line))) from None
-            candidates = [(data, "gb18030")]
-    for raw, encoding in candidates:
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError as exc:
-            if encoding == "gb18030":
-                line = data.count(b"\n", 0, exc.start) + 1
-                raise TableError(T_UNREADABLE.format(
-                    why=T_BAD_TEXT_AT.format(line=line))) from None
-    raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT))
+                raise _undecodable(data, exc.start) from None
+        raw, encoding = data, "gb18030"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if encoding == "gb18030":
+            raise _undecodable(data, exc.start) from None
+        raise TableError(T_UNREADABLE.format(why=T_BAD_TEXT)) from None
+
+
+def _undecodable(data: bytes, at: int) -> TableError:
+    line = data.count(b"\n", 0, at) + 1
+    return TableError(T_UNREADABLE.format(why=T_BAD_TEXT_AT.format(line=line)))
 
 
 def _sniff_delimiter(text: str) -> str:
